@@ -1,0 +1,39 @@
+"""Prometheus metrics of one process, on an app-owned registry.
+
+Labels are bounded: workspace, model, target, status, stage and error code
+come from configuration or a closed set, never from raw request input.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    30, 60,
+)
+
+
+class Metrics:
+    """The gateway's instruments."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "sluicegate_requests", "Proxied requests by how they ended.",
+            ["workspace", "model", "target", "status", "fate"],
+            registry=self.registry,
+        )
+        self.overhead = Histogram(
+            "sluicegate_overhead_seconds",
+            "Time the gateway itself spent on a request (upstream excluded).",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.fail_open_admissions = Counter(
+            "sluicegate_fail_open_admissions", "Requests admitted because a "
+            "stage's backing service failed and the stage fails open.",
+            ["stage"], registry=self.registry,
+        )
+
+    def fail_open(self, stage: str) -> None:
+        self.fail_open_admissions.labels(stage=stage).inc()

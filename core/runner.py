@@ -1,0 +1,133 @@
+"""Running a pipeline: before-steps in order, after-steps in reverse.
+
+:func:`Pipeline.admit` runs the before steps and returns a :class:`Run`; the
+HTTP layer sends the response and then calls :meth:`Run.finish`, which runs the
+after step of every stage whose before step ran, shielded from cancellation,
+so reservations are released whatever happened (a denial, an upstream failure,
+a client that hung up mid-stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import anyio
+
+from sluicegate.core.context import Fate, Outcome, RequestContext
+from sluicegate.core.errors import (
+    GatewayError,
+    InfrastructureError,
+    ServiceUnavailable,
+)
+from sluicegate.core.pipeline import PipelineSpec
+from sluicegate.core.plugins import resolve
+from sluicegate.core.services import Services
+from sluicegate.core.stage import Stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """One request's passage: the stages whose before step ran."""
+
+    pipeline: Pipeline
+    ctx: RequestContext
+    ran: list[Stage] = field(default_factory=list)
+    finished: bool = False
+
+    async def finish(self, outcome: Outcome) -> None:
+        """Record the outcome and run the after steps, exactly once."""
+        if self.finished:
+            return
+        self.finished = True
+        self.ctx.outcome = outcome
+        with anyio.CancelScope(shield=True):
+            for stage in reversed(self.ran):
+                await self._after(stage)
+            await self._completed()
+
+    async def _after(self, stage: Stage) -> None:
+        try:
+            await stage.after(self.ctx)
+        except Exception:
+            log.exception("after step of stage %s failed", stage.id)
+
+    async def _completed(self) -> None:
+        hook = self.pipeline.services.manager.hook.sluicegate_request_completed
+        for result in hook(ctx=self.ctx):
+            try:
+                await resolve(result)
+            except Exception:
+                log.exception("a sluicegate_request_completed hook failed")
+
+
+class Pipeline:
+    """A workspace's stages, built once from a validated file."""
+
+    def __init__(self, spec: PipelineSpec, services: Services) -> None:
+        self.spec = spec
+        self.services = services
+        self.stages = [stage_type(config, services) for stage_type, config in spec.stages]
+
+    async def admit(self, ctx: RequestContext) -> Run:
+        """Run before steps; return the Run, or raise the request's GatewayError.
+
+        On a denial or failure the after steps have already run when this raises.
+        """
+        run = Run(self, ctx)
+        try:
+            for stage in self.stages:
+                run.ran.append(stage)
+                await self._before(stage, ctx)
+        except GatewayError as error:
+            await run.finish(_outcome_of(error, ctx))
+            raise
+        except asyncio.CancelledError:
+            await run.finish(Outcome(Fate.CANCELLED, 499, "cancelled"))
+            raise
+        except Exception:
+            await run.finish(Outcome(Fate.FAILED, 500, "internal_error"))
+            raise
+        return run
+
+    async def _before(self, stage: Stage, ctx: RequestContext) -> None:
+        try:
+            deny = await stage.before(ctx)
+        except InfrastructureError as exc:
+            self._infrastructure_failure(stage, ctx, exc)
+            return
+        if deny is not None:
+            ctx.decide(stage.id, "deny", deny.code)
+            error = deny.to_error()
+            error.denied_by = stage.id
+            raise error
+
+    def _infrastructure_failure(
+        self, stage: Stage, ctx: RequestContext, exc: InfrastructureError
+    ) -> None:
+        if not stage.fails_open:
+            ctx.decide(stage.id, "fail_closed", exc.service)
+            log.warning("stage %s fails closed: %s", stage.id, exc)
+            error = ServiceUnavailable(
+                f"the {stage.id} stage cannot reach {exc.service} and is set to "
+                "fail closed; retry shortly"
+            )
+            raise error from exc
+        ctx.decide(stage.id, "fail_open", exc.service)
+        self.services.metrics.fail_open(stage.id)
+        log.warning("stage %s fails open: %s", stage.id, exc)
+
+    async def close(self) -> None:
+        for stage in self.stages:
+            try:
+                await stage.close()
+            except Exception:
+                log.exception("closing stage %s failed", stage.id)
+
+
+def _outcome_of(error: GatewayError, ctx: RequestContext) -> Outcome:
+    fate = Fate.DENIED if error.denied_by or error.status < 500 else Fate.FAILED
+    return Outcome(fate, error.status, error.code, error.denied_by)

@@ -1,0 +1,95 @@
+"""Everything a process shares between requests, owned by the app.
+
+:func:`open_services` builds the plugin manager, reads the gateway config,
+opens the database (migrating the embedded SQLite default by itself), connects
+Redis when configured and starts one provider instance per configured
+provider.  :meth:`Services.close` undoes it.  Stages and providers receive the
+:class:`Services` they need; nothing here is a module global.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+import redis.asyncio as aioredis
+
+from sluicegate.core.db.database import Database
+from sluicegate.core.gateway_config import GatewayConfig, load_config
+from sluicegate.core.keys import KeyVerifier
+from sluicegate.core.metrics import Metrics
+from sluicegate.core.plugins import Registry, build_manager, resolve
+from sluicegate.core.provider import Provider
+from sluicegate.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """The shared parts of one gateway or worker process."""
+
+    settings: Settings
+    manager: pluggy.PluginManager
+    registry: Registry
+    config: GatewayConfig
+    database: Database
+    keys: KeyVerifier
+    metrics: Metrics
+    redis: aioredis.Redis | None = None
+    providers: dict[str, Provider] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Room for plugins' shared objects, under the plugin's name."""
+
+    async def close(self) -> None:
+        for result in self.manager.hook.sluicegate_shutdown(services=self):
+            await resolve(result)
+        for provider in self.providers.values():
+            await provider.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.database.close()
+
+
+async def open_services(settings: Settings, *, migrate: bool | None = None) -> Services:
+    """Build a process's services; ``migrate`` defaults to True on SQLite."""
+    manager, registry = build_manager(settings)
+    config = load_config(settings.config_path, registry.provider_kinds)
+    database = await Database.connect(settings.database_url)
+    if migrate if migrate is not None else settings.uses_sqlite:
+        await database.migrate()
+
+    services = Services(
+        settings=settings,
+        manager=manager,
+        registry=registry,
+        config=config,
+        database=database,
+        keys=KeyVerifier(database, cache_seconds=settings.key_cache_seconds),
+        metrics=Metrics(),
+        redis=_redis(settings),
+        providers=_providers(config, registry),
+    )
+    for result in manager.hook.sluicegate_startup(services=services):
+        await resolve(result)
+    return services
+
+
+def _redis(settings: Settings) -> aioredis.Redis | None:
+    if settings.redis_url is None:
+        return None
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=0.25,
+        socket_connect_timeout=0.25,
+        health_check_interval=10,
+    )
+
+
+def _providers(config: GatewayConfig, registry: Registry) -> dict[str, Provider]:
+    return {
+        name: registry.provider_kinds[provider_config.kind](name, provider_config)
+        for name, provider_config in config.providers.items()
+    }

@@ -1,0 +1,109 @@
+"""Settings read from the environment (DESIGN §3), validated at start.
+
+A bad value stops the process with the variable's name, what arrived and what
+is allowed (:class:`~sluicegate.core.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sluicegate.core.errors import ConfigError, Problem
+
+ENV_PREFIX = "SLUICEGATE_"
+DEFAULT_CONFIG_FILE = "sluicegate.yaml"
+
+
+class Settings(BaseSettings):
+    """Every setting of a sluicegate process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True
+    )
+
+    database_url: str = "sqlite:///sluicegate.db"
+    redis_url: str | None = None
+    config: Path | None = None
+    pipelines_dir: Path = Path("pipelines")
+    admin_token: str | None = None
+    sentry_dsn: str | None = Field(default=None, validation_alias="SENTRY_DSN")
+
+    plugins: Annotated[list[str] | None, NoDecode] = None
+    """Allow-list of entry-point plugin names; unset loads every one found."""
+    plugins_autoload: bool = True
+    """False: load no entry-point plugin at all (built-ins still load)."""
+
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    pipeline_reload_seconds: float = Field(default=1.0, ge=0)
+    """How often pipeline files are checked for changes; 0 turns reload off."""
+    key_cache_seconds: float = Field(default=5.0, ge=0)
+    """How long a verified API key is trusted before it is looked up again."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        schemes = ("sqlite:///", "postgresql://", "postgres://")
+        if not value.startswith(schemes):
+            raise ValueError(
+                "must start with sqlite:/// (a file path follows) or "
+                "postgresql:// (user, host, port and database follow)"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:///")
+
+    @property
+    def config_path(self) -> Path | None:
+        """The gateway config file: the setting, else ``sluicegate.yaml`` if any."""
+        if self.config is not None:
+            return self.config
+        default = Path(DEFAULT_CONFIG_FILE)
+        return default if default.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; raise ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [_problem_of(error) for error in exc.errors()]
+        raise ConfigError(problems) from exc
+
+
+def _problem_of(error: Any) -> Problem:
+    field_name = str(error["loc"][0]) if error["loc"] else ""
+    variable = (
+        "SENTRY_DSN" if field_name == "SENTRY_DSN" else ENV_PREFIX + field_name.upper()
+    )
+    got = os.environ.get(variable, repr(error.get("input")))
+    return Problem(
+        where="environment",
+        path=variable,
+        got=repr(got),
+        allowed=str(error["msg"]).removeprefix("Value error, "),
+    )
