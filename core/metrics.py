@@ -6,7 +6,12 @@ come from configuration or a closed set, never from raw request input.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+if TYPE_CHECKING:
+    from sluicegate.core.context import RequestContext
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
@@ -34,6 +39,18 @@ class Metrics:
             "stage's backing service failed and the stage fails open.",
             ["stage"], registry=self.registry,
         )
+
+    def observe(self, ctx: RequestContext) -> None:
+        """Count a finished request and the gateway's own time on it."""
+        outcome = ctx.outcome
+        if outcome is None:
+            return
+        target = ctx.response.target if ctx.response is not None else ""
+        self.requests.labels(
+            workspace=ctx.principal.workspace, model=ctx.model, target=target,
+            status=str(outcome.status), fate=outcome.fate.value,
+        ).inc()
+        self.overhead.observe(ctx.overhead_ms() / 1000.0)
 
     def fail_open(self, stage: str) -> None:
         self.fail_open_admissions.labels(stage=stage).inc()

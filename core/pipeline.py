@@ -59,7 +59,8 @@ def parse_pipeline(
         if typed is not None:
             stages.append(typed)
 
-    problems.extend(_whole_pipeline_problems(stages, source))
+    if not problems:
+        problems = _whole_pipeline_problems(stages, source)
     if problems:
         raise ConfigError(problems)
     return PipelineSpec(source, tuple(stages))

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "sluicegate"
 BUILTIN_PLUGINS = (
+    "sluicegate.core.auth",
     "sluicegate.stages",
     "sluicegate.providers",
     "sluicegate.evaluators",
@@ -175,6 +176,20 @@ def _checked(
             hook=hook,
         )
     return name
+
+
+async def first_result(caller: Any, **kwargs: Any) -> Any:
+    """Call a ``firstresult`` hook whose implementations may be async.
+
+    pluggy would stop at the first implementation returning an awaitable, so
+    implementations are called here in pluggy's order, each awaited, until one
+    returns something other than None.
+    """
+    for impl in reversed(caller.get_hookimpls()):
+        value = await resolve(impl.function(*[kwargs[arg] for arg in impl.argnames]))
+        if value is not None:
+            return value
+    return None
 
 
 async def resolve(value: T | Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -23,8 +24,10 @@ from sluicegate.core.errors import (
 )
 from sluicegate.core.pipeline import PipelineSpec
 from sluicegate.core.plugins import resolve
-from sluicegate.core.services import Services
 from sluicegate.core.stage import Stage
+
+if TYPE_CHECKING:
+    from sluicegate.core.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,9 @@ class Run:
         with anyio.CancelScope(shield=True):
             for stage in reversed(self.ran):
                 await self._after(stage)
+            self.pipeline.services.metrics.observe(self.ctx)
             await self._completed()
+            await self.pipeline.release()
 
     async def _after(self, stage: Stage) -> None:
         try:
@@ -71,6 +76,9 @@ class Pipeline:
         self.spec = spec
         self.services = services
         self.stages = [stage_type(config, services) for stage_type, config in spec.stages]
+        self.active = 0
+        self.retired = False
+        self._closing: asyncio.Task[None] | None = None
 
     async def admit(self, ctx: RequestContext) -> Run:
         """Run before steps; return the Run, or raise the request's GatewayError.
@@ -78,6 +86,7 @@ class Pipeline:
         On a denial or failure the after steps have already run when this raises.
         """
         run = Run(self, ctx)
+        self.active += 1
         try:
             for stage in self.stages:
                 run.ran.append(stage)
@@ -119,6 +128,24 @@ class Pipeline:
         ctx.decide(stage.id, "fail_open", exc.service)
         self.services.metrics.fail_open(stage.id)
         log.warning("stage %s fails open: %s", stage.id, exc)
+
+    def visible_models(self, models: list[str]) -> list[str]:
+        """The models every stage lets this pipeline's workspace see."""
+        for stage in self.stages:
+            models = stage.visible_models(models)
+        return models
+
+    async def release(self) -> None:
+        """A request has finished; close a retired pipeline when none is left."""
+        self.active -= 1
+        if self.retired and self.active == 0:
+            await self.close()
+
+    def retire(self) -> None:
+        """This pipeline was replaced: close it once no request uses it."""
+        self.retired = True
+        if self.active == 0 and self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.close())
 
     async def close(self) -> None:
         for stage in self.stages:

@@ -10,6 +10,7 @@ provider.  :meth:`Services.close` undoes it.  Stages and providers receive the
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ class Services:
     metrics: Metrics
     redis: aioredis.Redis | None = None
     providers: dict[str, Provider] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
     """Room for plugins' shared objects, under the plugin's name."""
 

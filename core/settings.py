@@ -28,6 +28,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///sluicegate.db"
     redis_url: str | None = None
+    redis_prefix: str = Field(default="sluicegate", pattern=r"^[A-Za-z0-9:_-]{1,64}$")
+    """Prefix of every Redis key, so deployments can share one server."""
     config: Path | None = None
     pipelines_dir: Path = Path("pipelines")
     admin_token: str | None = None

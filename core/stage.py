@@ -90,6 +90,10 @@ class Stage:
         """Run before the upstream call; ``None`` continues, a Deny stops."""
         return None
 
+    def visible_models(self, models: list[str]) -> list[str]:
+        """The public models a workspace may see in ``GET /v1/models``."""
+        return models
+
     async def after(self, ctx: RequestContext) -> None:
         """Run once the request has ended (``ctx.outcome`` is set)."""
 

@@ -1,0 +1,85 @@
+"""The Quart app: routes, request ids, error responses, start and stop.
+
+:func:`create_app` is what Hypercorn serves (``sluicegate serve``); the
+process's :class:`~sluicegate.core.http.gateway.Gateway` is built before
+serving starts and closed after it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from quart import Quart, Response, g
+from werkzeug.exceptions import HTTPException
+
+from sluicegate.core.errors import GatewayError
+from sluicegate.core.http.errors import error_response
+from sluicegate.core.http.gateway import Gateway
+from sluicegate.core.http.health import health
+from sluicegate.core.http.proxy import proxy
+from sluicegate.core.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    """Build the app; settings default to the environment's."""
+    app = Quart(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=None, RESPONSE_TIMEOUT=None, BODY_TIMEOUT=60,
+        PROVIDE_AUTOMATIC_OPTIONS=False,
+    )
+    app.register_blueprint(proxy)
+    app.register_blueprint(health)
+    _lifecycle(app, settings)
+    _request_ids(app)
+    _error_handlers(app)
+    return app
+
+
+def _lifecycle(app: Quart, settings: Settings | None) -> None:
+    @app.before_serving
+    async def start() -> None:
+        app.extensions["sluicegate"] = await Gateway.start(settings or load_settings())
+
+    @app.after_serving
+    async def stop() -> None:
+        gateway: Gateway | None = app.extensions.pop("sluicegate", None)
+        if gateway is not None:
+            await gateway.stop()
+
+
+def _request_ids(app: Quart) -> None:
+    @app.before_request
+    async def assign() -> None:
+        g.started = time.perf_counter()
+        g.request_id = f"req_{uuid.uuid4().hex}"
+
+    @app.after_request
+    async def stamp(response: Response) -> Response:
+        response.headers["x-request-id"] = g.get("request_id", "")
+        return response
+
+
+def _error_handlers(app: Quart) -> None:
+    @app.errorhandler(GatewayError)
+    async def gateway_error(error: GatewayError) -> Response:
+        return error_response(error, g.get("request_id", ""))
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        wrapped = GatewayError(
+            f"{error.name}: {error.description}"
+        )
+        wrapped.status = error.code or 500
+        wrapped.code = error.name.lower().replace(" ", "_")
+        wrapped.error_type = "invalid_request_error"
+        return error_response(wrapped, g.get("request_id", ""))
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        log.error("unexpected error", exc_info=error)
+        wrapped = GatewayError("an internal error occurred; see the gateway log")
+        return error_response(wrapped, g.get("request_id", ""))

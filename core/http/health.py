@@ -1,0 +1,55 @@
+"""``/healthz`` (the process is alive) and ``/readyz`` (it can serve)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from quart import Blueprint, Response, current_app
+from redis.exceptions import RedisError
+
+from sluicegate.core.errors import StorageError
+from sluicegate.core.http.gateway import Gateway
+
+health = Blueprint("health", __name__)
+
+
+@health.get("/healthz")
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', mimetype="application/json")
+
+
+@health.get("/readyz")
+async def readyz() -> Response:
+    gateway: Gateway = current_app.extensions["sluicegate"]
+    checks = {
+        "database": await _database(gateway),
+        "redis": await _redis(gateway),
+    }
+    unready = checks["database"]["status"] != "ok"
+    degraded = any(check["status"] not in ("ok", "off") for check in checks.values())
+    status = "unready" if unready else "degraded" if degraded else "ready"
+    body = {"status": status, "checks": checks}
+    return Response(
+        orjson.dumps(body), status=503 if unready else 200,
+        mimetype="application/json",
+    )
+
+
+async def _database(gateway: Gateway) -> dict[str, Any]:
+    try:
+        await gateway.services.database.ping()
+    except StorageError as exc:
+        return {"status": "down", "error": str(exc)}
+    return {"status": "ok", "engine": gateway.services.database.engine_type}
+
+
+async def _redis(gateway: Gateway) -> dict[str, Any]:
+    client = gateway.services.redis
+    if client is None:
+        return {"status": "off", "detail": "SLUICEGATE_REDIS_URL unset: in-process"}
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        return {"status": "down", "error": type(exc).__name__}
+    return {"status": "ok"}

@@ -1,0 +1,142 @@
+"""The OpenAI-compatible proxy routes: chat completions, embeddings, models.
+
+A proxied request is read and validated, authenticated, then run through its
+workspace's pipeline.  A whole answer is sent after the after-steps ran; a
+stream is relayed chunk by chunk and the after-steps run when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from quart import Blueprint, Response, current_app, g, request
+
+from sluicegate.core.auth import authenticate
+from sluicegate.core.context import Fate, Outcome, RequestContext
+from sluicegate.core.errors import ModelNotFound, ProviderError
+from sluicegate.core.http.body import parse_body, read_body
+from sluicegate.core.http.gateway import Gateway
+from sluicegate.core.http.schemas import ChatCompletionRequest, EmbeddingRequest
+from sluicegate.core.runner import Run
+from sluicegate.providers.sse import error_event
+
+proxy = Blueprint("proxy", __name__)
+
+
+def _gateway() -> Gateway:
+    gateway: Gateway = current_app.extensions["sluicegate"]
+    return gateway
+
+
+@proxy.post("/v1/chat/completions")
+async def chat_completions() -> Response:
+    return await _proxy("chat.completions", ChatCompletionRequest)
+
+
+@proxy.post("/v1/embeddings")
+async def embeddings() -> Response:
+    return await _proxy("embeddings", EmbeddingRequest)
+
+
+@proxy.get("/v1/models")
+async def models() -> Response:
+    gateway = _gateway()
+    principal = await authenticate(request.headers, gateway.services)
+    pipeline = gateway.pipelines.get(principal.workspace)
+    names = pipeline.visible_models(sorted(gateway.services.config.models))
+    created = int(gateway.services.started_at)
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "sluicegate"}
+        for name in names
+    ]
+    return _json({"object": "list", "data": data})
+
+
+async def _proxy(endpoint: str, schema: type[BaseModel]) -> Response:
+    gateway = _gateway()
+    ctx = await _context(gateway, endpoint, schema)
+    pipeline = gateway.pipelines.get(ctx.principal.workspace)
+    run = await pipeline.admit(ctx)
+    response = ctx.response
+    assert response is not None, "the pipeline validator requires a route stage"
+    if response.stream is None:
+        await run.finish(Outcome(Fate.SERVED, response.status))
+        return _json(response.body or {}, response.status, _proxied_headers(ctx))
+    streamed = Response(
+        _relay(run, response.stream), status=response.status,
+        mimetype="text/event-stream", headers=_proxied_headers(ctx),
+    )
+    streamed.headers["cache-control"] = "no-cache"
+    streamed.timeout = None
+    return streamed
+
+
+async def _context(
+    gateway: Gateway, endpoint: str, schema: type[BaseModel]
+) -> RequestContext:
+    services = gateway.services
+    raw = await read_body(request, services.settings.max_body_bytes)
+    body = parse_body(raw, schema)
+    principal = await authenticate(request.headers, services)
+    model = body["model"]
+    if model not in services.config.models:
+        raise ModelNotFound(
+            f"model {model!r} has no route; GET /v1/models lists the models "
+            "this key may use"
+        )
+    return RequestContext(
+        request_id=g.request_id,
+        principal=principal,
+        endpoint=endpoint,
+        body=body,
+        raw_body=raw,
+        client_ip=request.remote_addr or "",
+        headers={k.lower(): v for k, v in request.headers.items()},
+        model=model,
+        stream=bool(body.get("stream")),
+        started=g.started,
+    )
+
+
+async def _relay(run: Run, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    outcome = Outcome(Fate.SERVED, 200)
+    try:
+        async for chunk in stream:
+            yield chunk
+    except ProviderError as exc:
+        outcome = Outcome(Fate.TRUNCATED, 502, "upstream_error")
+        yield error_event(f"the provider's stream broke off: {exc}", "upstream_error")
+    except (asyncio.CancelledError, GeneratorExit):
+        outcome = Outcome(Fate.CANCELLED, 499, "cancelled")
+        raise
+    finally:
+        await _close_stream(stream)
+        await run.finish(outcome)
+
+
+async def _close_stream(stream: AsyncIterator[bytes]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await asyncio.shield(close())
+
+
+def _proxied_headers(ctx: RequestContext) -> dict[str, str]:
+    headers = {"x-sluicegate-overhead-ms": f"{ctx.overhead_ms():.2f}"}
+    if ctx.response is not None:
+        headers["x-sluicegate-target"] = ctx.response.target
+        headers.update(ctx.response.headers)
+    return headers
+
+
+def _json(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(body), status=status, mimetype="application/json",
+        headers=headers or {},
+    )
+
