@@ -40,9 +40,7 @@ async def sluicegate_authenticate(
         )
     principal = await services.keys.verify(key)
     if principal is None:
-        raise InvalidApiKey(
-            "the API key is unknown or revoked; " + HOW_TO_GET_A_KEY
-        )
+        raise InvalidApiKey("the API key is unknown or revoked; " + HOW_TO_GET_A_KEY)
     return principal
 
 

@@ -106,6 +106,9 @@ class RequestContext:
     """Time spent waiting on providers; the rest is the gateway's own."""
     response: UpstreamResponse | None = None
     outcome: Outcome | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    """Headers stages add to the client's response (e.g. x-ratelimit-*),
+    whether it is served or an error."""
     decisions: list[StageDecision] = field(default_factory=list)
     scratch: dict[str, Any] = field(default_factory=dict)
     """Per-request state a stage keeps between its before and after steps,

@@ -182,7 +182,7 @@ class UpstreamUnavailable(GatewayError):
 
 
 class ServiceUnavailable(GatewayError):
-    """A service the gateway needs (Redis, the DB) is down and the stage fails closed."""
+    """A service a stage needs (Redis, the DB) is down and it fails closed."""
 
     status, code, error_type = 503, "service_unavailable", "api_error"
 

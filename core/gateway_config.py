@@ -40,7 +40,8 @@ class ModelRoute(BaseModel):
 
     targets: list[Target] = Field(min_length=1)
     strategy: str = Field(
-        default="fallback", pattern="^(fallback|weighted)$",
+        default="fallback",
+        pattern="^(fallback|weighted)$",
         description="fallback: in order; weighted: by weight, then the rest.",
     )
 
@@ -80,9 +81,7 @@ def default_config(kinds: dict[str, type[Provider]]) -> GatewayConfig:
     )
 
 
-def load_config(
-    path: Path | None, kinds: dict[str, type[Provider]]
-) -> GatewayConfig:
+def load_config(path: Path | None, kinds: dict[str, type[Provider]]) -> GatewayConfig:
     """Read and validate the gateway config file (the default if ``None``)."""
     if path is None:
         return default_config(kinds)
@@ -90,7 +89,14 @@ def load_config(
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(
-            [Problem(str(path), "", f"{type(exc).__name__}: {exc}", "a readable YAML file")]
+            [
+                Problem(
+                    str(path),
+                    "",
+                    f"{type(exc).__name__}: {exc}",
+                    "a readable YAML file",
+                )
+            ]
         ) from exc
     return parse_config(raw or {}, kinds, source=str(path))
 
@@ -104,7 +110,7 @@ def parse_config(
     providers = raw.get("providers") or {}
     problems: list[Problem] = []
     typed: dict[str, Any] = {}
-    for name, entry in (providers.items() if isinstance(providers, dict) else []):
+    for name, entry in providers.items() if isinstance(providers, dict) else []:
         typed[name] = _provider_config(name, entry, kinds, source, problems)
     if problems:
         raise ConfigError(problems)
@@ -124,8 +130,12 @@ def _provider_config(
     kind = entry.get("kind") if isinstance(entry, dict) else None
     if kind not in kinds:
         problems.append(
-            Problem(source, f"providers.{name}.kind", repr(kind),
-                    f"one of the installed provider kinds {sorted(kinds)}")
+            Problem(
+                source,
+                f"providers.{name}.kind",
+                repr(kind),
+                f"one of the installed provider kinds {sorted(kinds)}",
+            )
         )
         return None
     try:

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="empty-body"
+# (hook specifications are signatures only: pluggy never calls their bodies)
 """Every hook a sluicegate plugin can implement.
 
 A plugin is a module or object with functions decorated by :data:`hookimpl`,
@@ -63,7 +65,7 @@ def sluicegate_evaluators() -> list[type[Any]]:
 @hookspec(firstresult=True)
 def sluicegate_authenticate(
     headers: Mapping[str, str], services: Services
-) -> Principal | None | Awaitable[Principal | None]:
+) -> Principal | Awaitable[Principal | None] | None:
     """Identify the caller of a proxied request from its headers.
 
     Called for every request before its pipeline is chosen (the principal names
@@ -76,7 +78,7 @@ def sluicegate_authenticate(
 
 
 @hookspec
-def sluicegate_startup(services: Services) -> None | Awaitable[None]:
+def sluicegate_startup(services: Services) -> Awaitable[None] | None:
     """Run once when a gateway or worker process has started its services.
 
     The return value is ignored; an awaitable is awaited before traffic is
@@ -85,7 +87,7 @@ def sluicegate_startup(services: Services) -> None | Awaitable[None]:
 
 
 @hookspec
-def sluicegate_shutdown(services: Services) -> None | Awaitable[None]:
+def sluicegate_shutdown(services: Services) -> Awaitable[None] | None:
     """Run once when a process stops, before its services close.
 
     Every plugin's implementation runs; an awaitable is awaited.
@@ -93,7 +95,7 @@ def sluicegate_shutdown(services: Services) -> None | Awaitable[None]:
 
 
 @hookspec
-def sluicegate_request_completed(ctx: RequestContext) -> None | Awaitable[None]:
+def sluicegate_request_completed(ctx: RequestContext) -> Awaitable[None] | None:
     """Observe a request after every after-step has run.
 
     ``ctx.outcome`` tells how it ended.  Every plugin's implementation runs;

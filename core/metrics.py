@@ -14,8 +14,22 @@ if TYPE_CHECKING:
     from sluicegate.core.context import RequestContext
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-    30, 60,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
 )
 
 
@@ -25,19 +39,23 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.requests = Counter(
-            "sluicegate_requests", "Proxied requests by how they ended.",
+            "sluicegate_requests",
+            "Proxied requests by how they ended.",
             ["workspace", "model", "target", "status", "fate"],
             registry=self.registry,
         )
         self.overhead = Histogram(
             "sluicegate_overhead_seconds",
             "Time the gateway itself spent on a request (upstream excluded).",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.fail_open_admissions = Counter(
-            "sluicegate_fail_open_admissions", "Requests admitted because a "
+            "sluicegate_fail_open_admissions",
+            "Requests admitted because a "
             "stage's backing service failed and the stage fails open.",
-            ["stage"], registry=self.registry,
+            ["stage"],
+            registry=self.registry,
         )
 
     def observe(self, ctx: RequestContext) -> None:
@@ -47,8 +65,11 @@ class Metrics:
             return
         target = ctx.response.target if ctx.response is not None else ""
         self.requests.labels(
-            workspace=ctx.principal.workspace, model=ctx.model, target=target,
-            status=str(outcome.status), fate=outcome.fate.value,
+            workspace=ctx.principal.workspace,
+            model=ctx.model,
+            target=target,
+            status=str(outcome.status),
+            fate=outcome.fate.value,
         ).inc()
         self.overhead.observe(ctx.overhead_ms() / 1000.0)
 

@@ -95,8 +95,12 @@ def _stage(
     if not isinstance(entry, dict) or kind not in stage_types:
         got = repr(kind) if isinstance(entry, dict) else type(entry).__name__
         problems.append(
-            Problem(source, f"{path}.type", got,
-                    f"one of the installed stage types {sorted(stage_types)}")
+            Problem(
+                source,
+                f"{path}.type",
+                got,
+                f"one of the installed stage types {sorted(stage_types)}",
+            )
         )
         return None
     stage_type = stage_types[kind]
@@ -115,14 +119,22 @@ def _whole_pipeline_problems(
     for index, stage_id in enumerate(ids):
         if stage_id in ids[:index]:
             problems.append(
-                Problem(source, f"stages.{index}", f"a second stage {stage_id!r}",
-                        "each stage appears once; give repeats distinct 'id's")
+                Problem(
+                    source,
+                    f"stages.{index}",
+                    f"a second stage {stage_id!r}",
+                    "each stage appears once; give repeats distinct 'id's",
+                )
             )
     producers = [t.type_name for t, _ in stages if t.produces_response]
     if len(producers) != 1:
         problems.append(
-            Problem(source, "stages", f"{len(producers)} response stages {producers}",
-                    "exactly one stage that calls the provider (e.g. 'route')")
+            Problem(
+                source,
+                "stages",
+                f"{len(producers)} response stages {producers}",
+                "exactly one stage that calls the provider (e.g. 'route')",
+            )
         )
     return problems
 

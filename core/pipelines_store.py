@@ -46,10 +46,12 @@ class PipelineStore:
         if not self.directory.is_dir():
             log.warning(
                 "pipelines directory %s does not exist; every workspace uses the "
-                "built-in pipeline (auth, route)", self.directory,
+                "built-in pipeline (auth, route)",
+                self.directory,
             )
             spec = parse_pipeline(
-                BUILTIN_DEFAULT, self.services.registry.stage_types,
+                BUILTIN_DEFAULT,
+                self.services.registry.stage_types,
                 source="built-in default pipeline",
             )
             self._builtin = Pipeline(spec, self.services)
@@ -105,8 +107,9 @@ class PipelineStore:
         except ConfigError as exc:
             if known is not None:
                 known.mtime_ns = mtime_ns
-            log.error("pipeline %s is invalid; keeping the last good one:\n%s",
-                      path, exc)
+            log.error(
+                "pipeline %s is invalid; keeping the last good one:\n%s", path, exc
+            )
             return
         self._files[name] = fresh
         log.info("pipeline %s reloaded", path)

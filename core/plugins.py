@@ -95,7 +95,9 @@ def _allowed(found: Iterable[EntryPoint], settings: Settings) -> list[EntryPoint
             f"in the {ENTRY_POINT_GROUP!r} entry-point group; installed: "
             f"{sorted(names) or 'none'}",
         )
-    return [entry_point for entry_point in found if entry_point.name in settings.plugins]
+    return [
+        entry_point for entry_point in found if entry_point.name in settings.plugins
+    ]
 
 
 def _load(entry_point: EntryPoint) -> object:
@@ -112,7 +114,9 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
     try:
         manager.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PluginError(name, str(exc), hook=exc.args[0] if exc.args else None) from exc
+        raise PluginError(
+            name, str(exc), hook=exc.args[0] if exc.args else None
+        ) from exc
     except ValueError as exc:
         raise PluginError(name, f"cannot be registered: {exc}") from exc
 
@@ -121,12 +125,33 @@ def collect(manager: pluggy.PluginManager) -> Registry:
     """Ask every plugin for its stage types, provider kinds and evaluators."""
     registry = Registry()
     hook = manager.hook
-    _gather(manager, hook.sluicegate_stage_types, "stage", "type_name", Stage,
-            registry.stage_types, registry.owners)
-    _gather(manager, hook.sluicegate_provider_kinds, "provider", "kind_name",
-            Provider, registry.provider_kinds, registry.owners)
-    _gather(manager, hook.sluicegate_evaluators, "evaluator", "name", object,
-            registry.evaluators, registry.owners)
+    _gather(
+        manager,
+        hook.sluicegate_stage_types,
+        "stage",
+        "type_name",
+        Stage,
+        registry.stage_types,
+        registry.owners,
+    )
+    _gather(
+        manager,
+        hook.sluicegate_provider_kinds,
+        "provider",
+        "kind_name",
+        Provider,
+        registry.provider_kinds,
+        registry.owners,
+    )
+    _gather(
+        manager,
+        hook.sluicegate_evaluators,
+        "evaluator",
+        "name",
+        object,
+        registry.evaluators,
+        registry.owners,
+    )
     return registry
 
 
@@ -145,7 +170,8 @@ def _gather(
         result = impl.function()
         if not isinstance(result, list | tuple):
             raise PluginError(
-                plugin_name, f"must return a list, returned {type(result).__name__}",
+                plugin_name,
+                f"must return a list, returned {type(result).__name__}",
                 hook=hook_name,
             )
         for item in result:
@@ -161,18 +187,18 @@ def _gather(
             into[name] = item
 
 
-def _checked(
-    item: Any, base: type[Any], name_attr: str, plugin: str, hook: str
-) -> str:
+def _checked(item: Any, base: type[Any], name_attr: str, plugin: str, hook: str) -> str:
     if not inspect.isclass(item) or not issubclass(item, base):
         raise PluginError(
-            plugin, f"returned {item!r}; each item must be a {base.__name__} subclass",
+            plugin,
+            f"returned {item!r}; each item must be a {base.__name__} subclass",
             hook=hook,
         )
     name = getattr(item, name_attr, None)
     if not isinstance(name, str) or not name:
         raise PluginError(
-            plugin, f"{item.__name__} has no {name_attr} (a non-empty string)",
+            plugin,
+            f"{item.__name__} has no {name_attr} (a non-empty string)",
             hook=hook,
         )
     return name

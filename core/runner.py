@@ -75,7 +75,9 @@ class Pipeline:
     def __init__(self, spec: PipelineSpec, services: Services) -> None:
         self.spec = spec
         self.services = services
-        self.stages = [stage_type(config, services) for stage_type, config in spec.stages]
+        self.stages = [
+            stage_type(config, services) for stage_type, config in spec.stages
+        ]
         self.active = 0
         self.retired = False
         self._closing: asyncio.Task[None] | None = None

@@ -23,6 +23,7 @@ from sluicegate.core.keys import KeyVerifier
 from sluicegate.core.metrics import Metrics
 from sluicegate.core.plugins import Registry, build_manager, resolve
 from sluicegate.core.provider import Provider
+from sluicegate.core.redis_guard import RedisGuard
 from sluicegate.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ class Services:
     database: Database
     keys: KeyVerifier
     metrics: Metrics
-    redis: aioredis.Redis | None = None
+    redis: RedisGuard | None = None
+    """Redis behind its outage guard; None in the embedded default."""
     providers: dict[str, Provider] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -51,7 +53,7 @@ class Services:
         for provider in self.providers.values():
             await provider.close()
         if self.redis is not None:
-            await self.redis.aclose()
+            await self.redis.client.aclose()
         await self.database.close()
 
 
@@ -79,15 +81,16 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
     return services
 
 
-def _redis(settings: Settings) -> aioredis.Redis | None:
+def _redis(settings: Settings) -> RedisGuard | None:
     if settings.redis_url is None:
         return None
-    return aioredis.Redis.from_url(
+    client = aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=0.25,
         socket_connect_timeout=0.25,
         health_check_interval=10,
     )
+    return RedisGuard(client, settings.redis_prefix)
 
 
 def _providers(config: GatewayConfig, registry: Registry) -> dict[str, Provider]:

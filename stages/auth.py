@@ -69,7 +69,8 @@ class AuthStage(Stage):
             )
         if self.networks and not self._ip_allowed(ctx.client_ip):
             return Deny(
-                403, "ip_not_allowed",
+                403,
+                "ip_not_allowed",
                 f"client address {ctx.client_ip} is not in this workspace's "
                 "ip_allow list",
             )

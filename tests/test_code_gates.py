@@ -12,7 +12,9 @@ PACKAGES = ("core", "stages", "providers", "evaluators")
 BIN = Path(sys.executable).parent
 
 
-def run(*command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *command: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, env=env, check=False
     )
@@ -38,7 +40,12 @@ def test_mypy_strict_passes(tmp_path: Path) -> None:
     env = {**os.environ, "MYPYPATH": str(tmp_path)}
     args = [arg for package in PACKAGES for arg in ("-p", f"sluicegate.{package}")]
     result = run(
-        str(BIN / "mypy"), "--config-file", str(REPO / "pyproject.toml"),
-        "--cache-dir", str(REPO / ".mypy_cache"), *args, env=env,
+        str(BIN / "mypy"),
+        "--config-file",
+        str(REPO / "pyproject.toml"),
+        "--cache-dir",
+        str(REPO / ".mypy_cache"),
+        *args,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -26,7 +26,12 @@ def problems(raw: object, stage_types: dict) -> list[str]:
 
 def test_a_valid_file_gives_typed_stages_in_declared_order(stage_types: dict) -> None:
     spec = parse_pipeline(
-        {"stages": [{"type": "auth", "models": ["m"]}, {"type": "route", "retries": 1}]},
+        {
+            "stages": [
+                {"type": "auth", "models": ["m"]},
+                {"type": "route", "retries": 1},
+            ]
+        },
         stage_types,
         source="ws.yaml",
     )
@@ -64,7 +69,12 @@ def test_on_failure_accepts_only_open_or_closed(stage_types: dict) -> None:
 
 def test_every_problem_of_a_file_is_reported_at_once(stage_types: dict) -> None:
     found = problems(
-        {"stages": [{"type": "auth", "models": "m"}, {"type": "route", "retries": "x"}]},
+        {
+            "stages": [
+                {"type": "auth", "models": "m"},
+                {"type": "route", "retries": "x"},
+            ]
+        },
         stage_types,
     )
     assert [line.split(":")[1].strip() for line in found] == [
@@ -76,7 +86,9 @@ def test_every_problem_of_a_file_is_reported_at_once(stage_types: dict) -> None:
 def test_a_pipeline_needs_exactly_one_stage_that_calls_the_provider(
     stage_types: dict,
 ) -> None:
-    assert "0 response stages" in problems({"stages": [{"type": "auth"}]}, stage_types)[0]
+    assert (
+        "0 response stages" in problems({"stages": [{"type": "auth"}]}, stage_types)[0]
+    )
     twice = {"stages": [{"type": "route"}, {"type": "route", "id": "second"}]}
     assert "2 response stages" in problems(twice, stage_types)[0]
 

@@ -15,10 +15,10 @@ import httpx
 import pluggy
 import pytest
 
+from sluicegate.core import hookspecs
 from sluicegate.core.errors import PluginError
 from sluicegate.core.hookspecs import hookimpl
 from sluicegate.core.plugins import collect
-from sluicegate.core import hookspecs
 from sluicegate.core.stage import Stage
 from tests.fakes.upstream import FakeUpstream
 from tests.fixtures.gateway import (
@@ -39,17 +39,31 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = tmp_path_factory.mktemp("source") / "plugin_dist"
     shutil.copytree(PLUGIN_SOURCE, source)
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--target", str(target), str(source)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
     )
     return target
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sluicegate_executable(), *args], capture_output=True, text=True,
-        env={**os.environ, **env}, check=False,
+        [sluicegate_executable(), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
     )
 
 
@@ -70,7 +84,9 @@ def test_the_allow_list_leaves_other_plugins_out(plugin_site: Path) -> None:
 
 def test_autoload_off_loads_no_entry_point(plugin_site: Path) -> None:
     env = {"PYTHONPATH": str(plugin_site), "SLUICEGATE_PLUGINS_AUTOLOAD": "false"}
-    names = [row["name"] for row in json.loads(cli("plugins", "--json", env=env).stdout)]
+    names = [
+        row["name"] for row in json.loads(cli("plugins", "--json", env=env).stdout)
+    ]
     assert "header_policy" not in names
 
 
@@ -89,14 +105,19 @@ def plugin_gateway(
     plugin_site: Path, tmp_path: Path, database_url: str
 ) -> Iterator[tuple[GatewayProcess, str]]:
     keys = provision(database_url, ["acme"])
-    pipeline = {"stages": [
-        {"type": "header_policy", "header": "X-Team", "allowed": ["search"]},
-        {"type": "auth"},
-        {"type": "route"},
-    ]}
+    pipeline = {
+        "stages": [
+            {"type": "header_policy", "header": "X-Team", "allowed": ["search"]},
+            {"type": "auth"},
+            {"type": "route"},
+        ]
+    }
     with FakeUpstream() as upstream:
         process = GatewayProcess(
-            tmp_path, database_url, gateway_config(upstream), {"default": pipeline},
+            tmp_path,
+            database_url,
+            gateway_config(upstream),
+            {"default": pipeline},
             env={"PYTHONPATH": str(plugin_site)},
         )
         with process:
@@ -111,8 +132,9 @@ def test_a_third_party_stage_runs_in_a_pipeline(
     url = f"{process.base_url}/v1/chat/completions"
     headers = {"authorization": f"Bearer {key}"}
     denied = httpx.post(url, json=body, headers=headers, timeout=30)
-    allowed = httpx.post(url, json=body, headers={**headers, "x-team": "search"},
-                         timeout=30)
+    allowed = httpx.post(
+        url, json=body, headers={**headers, "x-team": "search"}, timeout=30
+    )
     assert denied.status_code == 403
     assert denied.json()["error"]["code"] == "header_policy_violation"
     assert allowed.status_code == 200

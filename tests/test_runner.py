@@ -93,8 +93,12 @@ async def test_befores_run_in_order_and_afters_in_reverse() -> None:
     ).admit(ctx)
     await run.finish(Outcome(Fate.SERVED, 200))
     assert ctx.scratch["log"] == [
-        "before:a", "before:b", "before:answer",
-        "after:answer", "after:b:served", "after:a:served",
+        "before:a",
+        "before:b",
+        "before:answer",
+        "after:answer",
+        "after:b:served",
+        "after:a:served",
     ]
 
 
@@ -110,7 +114,10 @@ async def test_a_denial_stops_the_chain_and_still_runs_the_afters_that_ran() -> 
     assert caught.value.status == 429  # type: ignore[attr-defined]
     assert caught.value.headers == {"retry-after": "1"}  # type: ignore[attr-defined]
     assert ctx.scratch["log"] == [
-        "before:a", "before:limit", "after:limit:denied", "after:a:denied",
+        "before:a",
+        "before:limit",
+        "after:limit:denied",
+        "after:a:denied",
     ]
     assert ctx.outcome == Outcome(Fate.DENIED, 429, "rate_limit_exceeded", "limit")
 
@@ -145,13 +152,17 @@ async def test_a_broken_stage_that_fails_closed_answers_503() -> None:
 async def test_a_cancelled_request_still_runs_every_after_step() -> None:
     ctx = context()
     stages = pipeline(
-        {"type": "probe", "id": "a"}, {"type": "probe", "id": "b", "hang": True},
+        {"type": "probe", "id": "a"},
+        {"type": "probe", "id": "b", "hang": True},
         {"type": "answer"},
     )
     with anyio.move_on_after(0.05):
         await stages.admit(ctx)
     assert ctx.scratch["log"] == [
-        "before:a", "before:b", "after:b:cancelled", "after:a:cancelled",
+        "before:a",
+        "before:b",
+        "after:b:cancelled",
+        "after:a:cancelled",
     ]
 
 

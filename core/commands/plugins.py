@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from typing import Any
 
 from sluicegate.core.plugins import build_manager
 from sluicegate.core.settings import Settings
@@ -23,7 +24,7 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
     adds: dict[str, list[str]] = defaultdict(list)
     for key, owner in sorted(registry.owners.items()):
         adds[owner].append(key)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": plugin.name,
             "version": plugin.version,

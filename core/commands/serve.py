@@ -31,9 +31,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument(
-        "--workers", type=int, default=1,
-        help="processes; more than one needs PostgreSQL (and Redis for exact "
-        "limits)",
+        "--workers",
+        type=int,
+        default=1,
+        help="processes; more than one needs PostgreSQL (and Redis for exact limits)",
     )
     parser.set_defaults(handler=_serve)
 
@@ -76,8 +77,8 @@ async def _bootstrap(database: Database, args: argparse.Namespace) -> None:
         "Try it (the offline model needs no provider key):\n"
         f"  curl {base}/chat/completions -H 'Authorization: Bearer {secret}' "
         "-H 'Content-Type: application/json' "
-        "-d '{\"model\": \"sluicegate-offline\", \"messages\": "
-        "[{\"role\": \"user\", \"content\": \"Hello\"}]}'\n"
+        '-d \'{"model": "sluicegate-offline", "messages": '
+        '[{"role": "user", "content": "Hello"}]}\'\n'
         f"or with the openai SDK: OpenAI(base_url='{base}', api_key='{secret}')",
         flush=True,
     )
@@ -93,4 +94,3 @@ def hypercorn_config(host: str, port: int, workers: int) -> Config:
     config.accesslog = None
     config.keep_alive_timeout = 75
     return config
-

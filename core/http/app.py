@@ -28,7 +28,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     """Build the app; settings default to the environment's."""
     app = Quart(__name__)
     app.config.update(
-        MAX_CONTENT_LENGTH=None, RESPONSE_TIMEOUT=None, BODY_TIMEOUT=60,
+        MAX_CONTENT_LENGTH=None,
+        RESPONSE_TIMEOUT=None,
+        BODY_TIMEOUT=60,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     app.register_blueprint(proxy)
@@ -70,9 +72,7 @@ def _error_handlers(app: Quart) -> None:
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
-        wrapped = GatewayError(
-            f"{error.name}: {error.description}"
-        )
+        wrapped = GatewayError(f"{error.name}: {error.description}")
         wrapped.status = error.code or 500
         wrapped.code = error.name.lower().replace(" ", "_")
         wrapped.error_type = "invalid_request_error"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from sluicegate.core.pipelines_store import PipelineStore
 from sluicegate.core.services import Services, open_services
@@ -36,9 +38,9 @@ class Gateway:
             gateway.spawn(pipelines.watch(settings.pipeline_reload_seconds))
         return gateway
 
-    def spawn(self, coroutine: object) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a background task owned by this process until it stops."""
-        task = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+        task = asyncio.get_running_loop().create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

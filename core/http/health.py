@@ -6,9 +6,8 @@ from typing import Any
 
 import orjson
 from quart import Blueprint, Response, current_app
-from redis.exceptions import RedisError
 
-from sluicegate.core.errors import StorageError
+from sluicegate.core.errors import InfrastructureError, StorageError
 from sluicegate.core.http.gateway import Gateway
 
 health = Blueprint("health", __name__)
@@ -31,7 +30,8 @@ async def readyz() -> Response:
     status = "unready" if unready else "degraded" if degraded else "ready"
     body = {"status": status, "checks": checks}
     return Response(
-        orjson.dumps(body), status=503 if unready else 200,
+        orjson.dumps(body),
+        status=503 if unready else 200,
         mimetype="application/json",
     )
 
@@ -45,11 +45,11 @@ async def _database(gateway: Gateway) -> dict[str, Any]:
 
 
 async def _redis(gateway: Gateway) -> dict[str, Any]:
-    client = gateway.services.redis
-    if client is None:
+    guard = gateway.services.redis
+    if guard is None:
         return {"status": "off", "detail": "SLUICEGATE_REDIS_URL unset: in-process"}
     try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
-        return {"status": "down", "error": type(exc).__name__}
+        await guard.call(lambda client: client.ping())
+    except InfrastructureError as exc:
+        return {"status": "down", "error": str(exc)}
     return {"status": "ok"}

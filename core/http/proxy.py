@@ -17,7 +17,7 @@ from quart import Blueprint, Response, current_app, g, request
 
 from sluicegate.core.auth import authenticate
 from sluicegate.core.context import Fate, Outcome, RequestContext
-from sluicegate.core.errors import ModelNotFound, ProviderError
+from sluicegate.core.errors import GatewayError, ModelNotFound, ProviderError
 from sluicegate.core.http.body import parse_body, read_body
 from sluicegate.core.http.gateway import Gateway
 from sluicegate.core.http.schemas import ChatCompletionRequest, EmbeddingRequest
@@ -45,7 +45,7 @@ async def embeddings() -> Response:
 @proxy.get("/v1/models")
 async def models() -> Response:
     gateway = _gateway()
-    principal = await authenticate(request.headers, gateway.services)
+    principal = await authenticate(_headers(), gateway.services)
     pipeline = gateway.pipelines.get(principal.workspace)
     names = pipeline.visible_models(sorted(gateway.services.config.models))
     created = int(gateway.services.started_at)
@@ -60,15 +60,21 @@ async def _proxy(endpoint: str, schema: type[BaseModel]) -> Response:
     gateway = _gateway()
     ctx = await _context(gateway, endpoint, schema)
     pipeline = gateway.pipelines.get(ctx.principal.workspace)
-    run = await pipeline.admit(ctx)
+    try:
+        run = await pipeline.admit(ctx)
+    except GatewayError as error:
+        error.headers = {**ctx.response_headers, **error.headers}
+        raise
     response = ctx.response
     assert response is not None, "the pipeline validator requires a route stage"
     if response.stream is None:
         await run.finish(Outcome(Fate.SERVED, response.status))
         return _json(response.body or {}, response.status, _proxied_headers(ctx))
     streamed = Response(
-        _relay(run, response.stream), status=response.status,
-        mimetype="text/event-stream", headers=_proxied_headers(ctx),
+        _relay(run, response.stream),
+        status=response.status,
+        mimetype="text/event-stream",
+        headers=_proxied_headers(ctx),
     )
     streamed.headers["cache-control"] = "no-cache"
     streamed.timeout = None
@@ -81,7 +87,8 @@ async def _context(
     services = gateway.services
     raw = await read_body(request, services.settings.max_body_bytes)
     body = parse_body(raw, schema)
-    principal = await authenticate(request.headers, services)
+    headers = _headers()
+    principal = await authenticate(headers, services)
     model = body["model"]
     if model not in services.config.models:
         raise ModelNotFound(
@@ -95,7 +102,7 @@ async def _context(
         body=body,
         raw_body=raw,
         client_ip=request.remote_addr or "",
-        headers={k.lower(): v for k, v in request.headers.items()},
+        headers=headers,
         model=model,
         stream=bool(body.get("stream")),
         started=g.started,
@@ -124,8 +131,14 @@ async def _close_stream(stream: AsyncIterator[bytes]) -> None:
         await asyncio.shield(close())
 
 
+def _headers() -> dict[str, str]:
+    """The request's headers with lower-case names."""
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
 def _proxied_headers(ctx: RequestContext) -> dict[str, str]:
-    headers = {"x-sluicegate-overhead-ms": f"{ctx.overhead_ms():.2f}"}
+    headers = {**ctx.response_headers}
+    headers["x-sluicegate-overhead-ms"] = f"{ctx.overhead_ms():.2f}"
     if ctx.response is not None:
         headers["x-sluicegate-target"] = ctx.response.target
         headers.update(ctx.response.headers)
@@ -136,7 +149,8 @@ def _json(
     body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(
-        orjson.dumps(body), status=status, mimetype="application/json",
+        orjson.dumps(body),
+        status=status,
+        mimetype="application/json",
         headers=headers or {},
     )
-

@@ -45,12 +45,9 @@ class ChatCompletionRequest(_Passthrough):
 
 class EmbeddingRequest(_Passthrough):
     model: StrictStr = Field(min_length=1, max_length=256)
-    input: (
-        StrictStr
-        | list[StrictStr]
-        | list[StrictInt]
-        | list[list[StrictInt]]
-    ) = Field(min_length=1)
+    input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]] = (
+        Field(min_length=1)
+    )
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: StrictInt | None = Field(default=None, ge=1)
     user: StrictStr | None = Field(default=None, max_length=256)
