@@ -16,6 +16,7 @@ Every error the project raises on purpose derives from :class:`SluicegateError`:
         ├── ModelNotAllowed       403 model_not_allowed
         ├── ModelNotFound         404 model_not_found
         ├── RequestTooLarge       413 request_too_large
+        ├── HeadersTooLarge       431 headers_too_large
         ├── RateLimitExceeded     429 rate_limit_exceeded
         ├── UpstreamFailed        502 upstream_error
         ├── UpstreamUnavailable   503 upstream_unavailable
@@ -167,6 +168,10 @@ class ModelNotFound(GatewayError):
 
 class RequestTooLarge(GatewayError):
     status, code, error_type = 413, "request_too_large", "invalid_request_error"
+
+
+class HeadersTooLarge(GatewayError):
+    status, code, error_type = 431, "headers_too_large", "invalid_request_error"
 
 
 class RateLimitExceeded(GatewayError):

@@ -24,6 +24,8 @@ from sluicegate.core.settings import Settings
 from sluicegate.core.workspaces import create_workspace, list_workspaces
 
 APP_FACTORY = "sluicegate.core.http.asgi:create_app()"
+MAX_HEADER_BYTES = 32 * 1024
+"""The app answers 431 past this; the server drops what is far larger."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,6 +89,7 @@ async def _bootstrap(database: Database, args: argparse.Namespace) -> None:
 def hypercorn_config(host: str, port: int, workers: int) -> Config:
     config = Config()
     config.bind = [f"{host}:{port}"]
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES * 2
     config.application_path = APP_FACTORY
     config.workers = 0 if workers <= 1 else workers
     config.worker_class = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"

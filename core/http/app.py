@@ -11,17 +11,21 @@ import logging
 import time
 import uuid
 
-from quart import Quart, Response, g
+from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from sluicegate.core.errors import GatewayError
+from sluicegate.core.errors import GatewayError, HeadersTooLarge
 from sluicegate.core.http.errors import error_response
 from sluicegate.core.http.gateway import Gateway
 from sluicegate.core.http.health import health
+from sluicegate.core.http.messages import messages
 from sluicegate.core.http.proxy import proxy
 from sluicegate.core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADERS = 200
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -35,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     )
     app.register_blueprint(proxy)
     app.register_blueprint(health)
+    app.register_blueprint(messages)
     _lifecycle(app, settings)
     _request_ids(app)
     _error_handlers(app)
@@ -58,11 +63,23 @@ def _request_ids(app: Quart) -> None:
     async def assign() -> None:
         g.started = time.perf_counter()
         g.request_id = f"req_{uuid.uuid4().hex}"
+        _bound_headers()
 
     @app.after_request
     async def stamp(response: Response) -> Response:
         response.headers["x-request-id"] = g.get("request_id", "")
         return response
+
+
+def _bound_headers() -> None:
+    """Refuse header sets too large for any honest client (431)."""
+    size = sum(len(name) + len(value) + 4 for name, value in request.headers.items())
+    count = len(request.headers)
+    if size > MAX_HEADER_BYTES or count > MAX_HEADERS:
+        raise HeadersTooLarge(
+            f"the request has {count} headers of {size} bytes; the limits are "
+            f"{MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes"
+        )
 
 
 def _error_handlers(app: Quart) -> None:
