@@ -23,6 +23,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from sluicegate.core.context import Principal, RequestContext
+    from sluicegate.core.evaluator import Evaluator
     from sluicegate.core.provider import Provider
     from sluicegate.core.services import Services
     from sluicegate.core.stage import Stage
@@ -54,11 +55,13 @@ def sluicegate_provider_kinds() -> list[type[Provider]]:
 
 
 @hookspec
-def sluicegate_evaluators() -> list[type[Any]]:
-    """Return the evaluator classes this plugin adds.
+def sluicegate_evaluators() -> list[type[Evaluator]]:
+    """Return the evaluators this plugin adds.
 
-    Called once at start.  Each has a unique ``name``, a ``version`` and a
-    ``Config`` model (see ``sluicegate.evaluators``).  Results are concatenated.
+    Called once at start.  Each is an
+    :class:`~sluicegate.core.evaluator.Evaluator` subclass with a unique
+    ``name`` (what pipeline files and ``sluicegate evals`` use), a ``version``
+    and a ``Config`` model.  Results are concatenated.
     """
 
 
@@ -90,7 +93,8 @@ def sluicegate_startup(services: Services) -> Awaitable[None] | None:
 def sluicegate_shutdown(services: Services) -> Awaitable[None] | None:
     """Run once when a process stops, before its services close.
 
-    Every plugin's implementation runs; an awaitable is awaited.
+    Every plugin's implementation runs; the return value is ignored, an
+    awaitable is awaited.
     """
 
 
@@ -99,6 +103,6 @@ def sluicegate_request_completed(ctx: RequestContext) -> Awaitable[None] | None:
     """Observe a request after every after-step has run.
 
     ``ctx.outcome`` tells how it ended.  Every plugin's implementation runs;
-    an awaitable is awaited.  An exception is logged and never reaches the
+    the return value is ignored, an awaitable is awaited.  An exception is logged and never reaches the
     client.  Keep it fast: it runs on the request's task.
     """

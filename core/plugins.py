@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -21,6 +22,7 @@ import pluggy
 
 from sluicegate.core import hookspecs
 from sluicegate.core.errors import PluginError
+from sluicegate.core.evaluator import Evaluator
 from sluicegate.core.provider import Provider
 from sluicegate.core.settings import Settings
 from sluicegate.core.stage import Stage
@@ -53,7 +55,7 @@ class Registry:
 
     stage_types: dict[str, type[Stage]] = field(default_factory=dict)
     provider_kinds: dict[str, type[Provider]] = field(default_factory=dict)
-    evaluators: dict[str, type[Any]] = field(default_factory=dict)
+    evaluators: dict[str, type[Evaluator]] = field(default_factory=dict)
     plugins: list[LoadedPlugin] = field(default_factory=list)
     owners: dict[str, str] = field(default_factory=dict)
     """``stage:<name>`` / ``provider:<name>`` / ``evaluator:<name>`` → plugin."""
@@ -77,6 +79,7 @@ def build_manager(settings: Settings) -> tuple[pluggy.PluginManager, Registry]:
             version = entry_point.dist.version if entry_point.dist else "unknown"
             loaded.append(LoadedPlugin(entry_point.name, version, builtin=False))
 
+    _check_hook_names(manager)
     registry = collect(manager)
     registry.plugins = loaded
     return manager, registry
@@ -114,11 +117,31 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
     try:
         manager.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PluginError(
-            name, str(exc), hook=exc.args[0] if exc.args else None
-        ) from exc
+        raise PluginError(name, _reason(exc), hook=_hook_of(exc)) from exc
     except ValueError as exc:
         raise PluginError(name, f"cannot be registered: {exc}") from exc
+
+
+def _check_hook_names(manager: pluggy.PluginManager) -> None:
+    """Refuse implementations of hooks that do not exist (a misspelt name)."""
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        plugin = manager.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(
+            plugin,
+            f"{_reason(exc)}; the hooks are listed in sluicegate.core.hookspecs",
+            hook=_hook_of(exc),
+        ) from exc
+
+
+def _hook_of(exc: pluggy.PluginValidationError) -> str | None:
+    found = re.search(r"hook '?([a-z_]+)'?", str(exc))
+    return found.group(1) if found else None
+
+
+def _reason(exc: pluggy.PluginValidationError) -> str:
+    return " ".join(str(exc).split())
 
 
 def collect(manager: pluggy.PluginManager) -> Registry:
@@ -148,7 +171,7 @@ def collect(manager: pluggy.PluginManager) -> Registry:
         hook.sluicegate_evaluators,
         "evaluator",
         "name",
-        object,
+        Evaluator,
         registry.evaluators,
         registry.owners,
     )

@@ -1,5 +1,6 @@
-"""Plugins: a third-party distribution's stage runs in a pipeline; loading is
-limited by the allow-list and the autoload switch; errors name the plugin."""
+"""Plugins: the example distributions' stage, provider kind and evaluator load
+through entry points; loading is limited by the allow-list and the autoload
+switch; a broken plugin stops the start with the plugin, hook and problem."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pluggy
 import pytest
 
@@ -20,6 +22,7 @@ from sluicegate.core.errors import PluginError
 from sluicegate.core.hookspecs import hookimpl
 from sluicegate.core.plugins import collect
 from sluicegate.core.stage import Stage
+from tests.fakes.textgen import TextgenServer
 from tests.fakes.upstream import FakeUpstream
 from tests.fixtures.gateway import (
     PUBLIC_MODEL,
@@ -29,32 +32,55 @@ from tests.fixtures.gateway import (
     sluicegate_executable,
 )
 
-PLUGIN_SOURCE = Path(__file__).parent / "plugin_dist"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def install(sources: list[Path], target: Path, scratch: Path) -> None:
+    """Really install distributions (entry points included) into ``target``."""
+    scratch.mkdir(exist_ok=True)
+    for source in sources:
+        copy = scratch / source.name
+        shutil.copytree(source, copy)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--target",
+                str(target),
+                str(copy),
+            ],
+            check=True,
+            capture_output=True,
+        )
 
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The plugin distribution, really installed (with its entry point)."""
+    """The three example plugins, installed as distributions."""
     target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("source") / "plugin_dist"
-    shutil.copytree(PLUGIN_SOURCE, source)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    sources = sorted(path for path in EXAMPLES.iterdir() if path.is_dir())
+    install(sources, target, tmp_path_factory.mktemp("source"))
     return target
+
+
+def broken_distribution(root: Path, name: str, module_source: str) -> Path:
+    """A one-module plugin distribution whose module is ``module_source``."""
+    source = root / name
+    source.mkdir()
+    (source / "pyproject.toml").write_text(
+        "[build-system]\nrequires = ['setuptools']\n"
+        "build-backend = 'setuptools.build_meta'\n"
+        f"[project]\nname = '{name}'\nversion = '0.1'\n"
+        f"[project.entry-points.sluicegate]\n{name} = '{name}'\n"
+        f"[tool.setuptools]\npy-modules = ['{name}']\n"
+    )
+    (source / f"{name}.py").write_text(module_source)
+    return source
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -67,27 +93,36 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_installed_plugin_is_listed_with_its_version(plugin_site: Path) -> None:
+def test_installed_plugins_are_listed_with_versions_and_what_they_add(
+    plugin_site: Path,
+) -> None:
     result = cli("plugins", "--json", env={"PYTHONPATH": str(plugin_site)})
     plugins = {row["name"]: row for row in json.loads(result.stdout)}
     assert plugins["header_policy"]["version"] == "1.2.0"
     assert plugins["header_policy"]["adds"] == ["stage:header_policy"]
+    assert plugins["textgen"]["adds"] == ["provider:textgen"]
+    assert plugins["regex_rubric"]["version"] == "2.0.0"
+    assert plugins["regex_rubric"]["adds"] == ["evaluator:regex_rubric"]
     assert plugins["sluicegate.stages"]["builtin"] is True
 
 
-def test_the_allow_list_leaves_other_plugins_out(plugin_site: Path) -> None:
+def test_the_allow_list_names_a_plugin_that_is_not_installed(plugin_site: Path) -> None:
     env = {"PYTHONPATH": str(plugin_site), "SLUICEGATE_PLUGINS": "someone_else"}
     result = cli("plugins", env=env)
     assert result.returncode == 2
     assert "someone_else" in result.stderr and "header_policy" in result.stderr
 
 
+def test_the_allow_list_loads_only_the_named_plugins(plugin_site: Path) -> None:
+    env = {"PYTHONPATH": str(plugin_site), "SLUICEGATE_PLUGINS": "textgen"}
+    rows = json.loads(cli("plugins", "--json", env=env).stdout)
+    assert [row["name"] for row in rows if not row["builtin"]] == ["textgen"]
+
+
 def test_autoload_off_loads_no_entry_point(plugin_site: Path) -> None:
     env = {"PYTHONPATH": str(plugin_site), "SLUICEGATE_PLUGINS_AUTOLOAD": "false"}
-    names = [
-        row["name"] for row in json.loads(cli("plugins", "--json", env=env).stdout)
-    ]
-    assert "header_policy" not in names
+    rows = json.loads(cli("plugins", "--json", env=env).stdout)
+    assert [row["name"] for row in rows if not row["builtin"]] == []
 
 
 def test_pipeline_check_knows_the_plugin_stage(
@@ -98,6 +133,37 @@ def test_pipeline_check_knows_the_plugin_stage(
     result = cli("pipeline", "check", str(path), env={"PYTHONPATH": str(plugin_site)})
     assert result.returncode == 1
     assert "stages.0.allowed: got (missing)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module_source", "expected"),
+    [
+        (
+            "import no_such_module_anywhere\n",
+            "failed to import 'broken_plugin': ModuleNotFoundError",
+        ),
+        (
+            "from sluicegate.core import hookimpl\n"
+            "@hookimpl\ndef sluicegate_stage_typez():\n    return []\n",
+            "unknown hook 'sluicegate_stage_typez'",
+        ),
+        (
+            "from sluicegate.core import hookimpl\n"
+            "@hookimpl\ndef sluicegate_stage_types(services):\n    return []\n",
+            "hook 'sluicegate_stage_types': Plugin 'broken_plugin' for hook",
+        ),
+    ],
+    ids=["import-fails", "misspelt-hook", "wrong-arguments"],
+)
+def test_a_broken_plugin_stops_the_start_naming_plugin_hook_and_problem(
+    tmp_path: Path, module_source: str, expected: str
+) -> None:
+    source = broken_distribution(tmp_path, "broken_plugin", module_source)
+    install([source], tmp_path / "site", tmp_path / "scratch")
+    result = cli("plugins", env={"PYTHONPATH": str(tmp_path / "site")})
+    assert result.returncode == 2
+    assert result.stderr.startswith("sluicegate: plugin 'broken_plugin'")
+    assert expected in result.stderr
 
 
 @pytest.fixture
@@ -112,11 +178,19 @@ def plugin_gateway(
             {"type": "route"},
         ]
     }
-    with FakeUpstream() as upstream:
+    with FakeUpstream() as upstream, TextgenServer() as textgen:
+        config = gateway_config(upstream)
+        config["providers"]["inhouse"] = {
+            "kind": "textgen",
+            "base_url": textgen.base_url,
+        }
+        config["models"]["inhouse-7b"] = {
+            "targets": [{"provider": "inhouse", "model": "7b"}]
+        }
         process = GatewayProcess(
             tmp_path,
             database_url,
-            gateway_config(upstream),
+            config,
             {"default": pipeline},
             env={"PYTHONPATH": str(plugin_site)},
         )
@@ -138,6 +212,24 @@ def test_a_third_party_stage_runs_in_a_pipeline(
     assert denied.status_code == 403
     assert denied.json()["error"]["code"] == "header_policy_violation"
     assert allowed.status_code == 200
+
+
+def test_a_third_party_provider_kind_serves_the_openai_sdk(
+    plugin_gateway: tuple[GatewayProcess, str],
+) -> None:
+    process, key = plugin_gateway
+    sdk = openai.OpenAI(
+        base_url=f"{process.base_url}/v1",
+        api_key=key,
+        max_retries=0,
+        default_headers={"x-team": "search"},
+    )
+    with sdk:
+        completion = sdk.chat.completions.create(
+            model="inhouse-7b", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert completion.choices[0].message.content == "textgen says hi"
+    assert completion.usage is not None and completion.usage.total_tokens == 10
 
 
 class TwoOfTheSameName:
