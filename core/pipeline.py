@@ -126,6 +126,17 @@ def _whole_pipeline_problems(
                     "each stage appears once; give repeats distinct 'id's",
                 )
             )
+    for index, (stage_type, _) in enumerate(stages):
+        if stage_type.must_be_first and index != 0:
+            problems.append(
+                Problem(
+                    source,
+                    f"stages.{index}.type",
+                    repr(stage_type.type_name),
+                    "this stage must be the first of its pipeline, so that "
+                    "its after step sees every request, denied ones too",
+                )
+            )
     producers = [t.type_name for t, _ in stages if t.produces_response]
     if len(producers) != 1:
         problems.append(

@@ -22,7 +22,7 @@ from sluicegate.core.services import Services
 
 log = logging.getLogger(__name__)
 
-BUILTIN_DEFAULT = {"stages": [{"type": "auth"}, {"type": "route"}]}
+BUILTIN_DEFAULT = {"stages": [{"type": "audit"}, {"type": "auth"}, {"type": "route"}]}
 """Used only when the pipelines directory does not exist at all."""
 
 
@@ -46,7 +46,7 @@ class PipelineStore:
         if not self.directory.is_dir():
             log.warning(
                 "pipelines directory %s does not exist; every workspace uses the "
-                "built-in pipeline (auth, route)",
+                "built-in pipeline (audit, auth, route)",
                 self.directory,
             )
             spec = parse_pipeline(

@@ -76,6 +76,8 @@ class Stage:
     Config: ClassVar[type[StageConfig]] = StageConfig
     produces_response: ClassVar[bool] = False
     """True for stages (like ``route``) that set ``ctx.response``."""
+    must_be_first: ClassVar[bool] = False
+    """True for stages (like ``audit``) that must see every request."""
 
     def __init__(self, config: Any, services: Services) -> None:
         self.config = config

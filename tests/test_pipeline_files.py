@@ -93,6 +93,14 @@ def test_a_pipeline_needs_exactly_one_stage_that_calls_the_provider(
     assert "2 response stages" in problems(twice, stage_types)[0]
 
 
+def test_a_stage_that_must_be_first_is_refused_elsewhere(stage_types: dict) -> None:
+    found = problems(
+        {"stages": [{"type": "auth"}, {"type": "audit"}, {"type": "route"}]},
+        stage_types,
+    )
+    assert found[0].startswith("ws.yaml: stages.1.type: got 'audit'; this stage must")
+
+
 def test_a_repeated_stage_needs_its_own_id(stage_types: dict) -> None:
     found = problems(
         {"stages": [{"type": "auth"}, {"type": "auth"}, {"type": "route"}]}, stage_types
@@ -134,6 +142,7 @@ def test_a_workspace_file_wins_over_the_default(tmp_path: Path) -> None:
 def test_the_shipped_default_pipeline_is_valid(stage_types: dict) -> None:
     shipped = Path(__file__).parents[1] / "pipelines" / "default.yaml"
     assert [t.type_name for t, _ in read_pipeline(shipped, stage_types).stages] == [
+        "audit",
         "auth",
         "route",
     ]

@@ -1,0 +1,143 @@
+"""Appending records to their workspaces' chains, in one transaction.
+
+Each workspace has a row in ``audit_chain_head`` with the last ``seq`` and
+``hash``.  :func:`append` locks the head row of every workspace in the batch
+(in workspace id order, so two writers never deadlock), gives the new records
+the next sequence numbers and links them, inserts them with their payloads and
+moves the heads, all in one transaction.  On PostgreSQL the lock is
+``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already makes the
+transaction the only writer.  So any number of processes may append at once
+and each chain stays gap-free.
+
+A record whose request id is already stored is skipped, which makes replaying
+a batch (after a crash, or from the spool) harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sluicegate.core.audit.record import ChainedRecord, PendingRecord
+from sluicegate.core.db.database import Database
+
+ROWS_PER_INSERT = 100
+
+_RECORD_COLUMNS = (
+    "workspace_id, seq, request_id, kind, created_at, prev_hash, hash, record"
+)
+_PAYLOAD_COLUMNS = (
+    "request_id, workspace_id, subject, policy, request_body, response_body, created_at"
+)
+
+
+async def append(db: Database, records: Sequence[PendingRecord]) -> list[ChainedRecord]:
+    """Chain and store ``records``; return those newly stored, in chain order."""
+    by_workspace: dict[int, dict[str, PendingRecord]] = {}
+    for record in records:
+        by_workspace.setdefault(record.workspace_id, {}).setdefault(
+            record.request_id, record
+        )
+
+    appended: list[ChainedRecord] = []
+    async with db.transaction():
+        for workspace_id in sorted(by_workspace):
+            batch = list(by_workspace[workspace_id].values())
+            appended += await _append_to(db, workspace_id, batch)
+    return appended
+
+
+async def _append_to(
+    db: Database, workspace_id: int, records: list[PendingRecord]
+) -> list[ChainedRecord]:
+    seq, prev_hash = await _lock_head(db, workspace_id)
+    stored = await _stored_request_ids(db, [r.request_id for r in records])
+
+    chained: list[ChainedRecord] = []
+    for record in records:
+        if record.request_id in stored:
+            continue
+        seq += 1
+        chained.append(ChainedRecord.of(record, seq, prev_hash))
+        prev_hash = chained[-1].hash
+    if not chained:
+        return []
+
+    await _insert(db, "audit_record", _RECORD_COLUMNS, map(_record_row, chained))
+    payloads = [c for c in chained if c.pending.payload is not None]
+    await _insert(db, "audit_payload", _PAYLOAD_COLUMNS, map(_payload_row, payloads))
+    await db.fetch(
+        "UPDATE audit_chain_head SET seq = {}, hash = {} WHERE workspace_id = {}",
+        seq,
+        prev_hash,
+        workspace_id,
+    )
+    return chained
+
+
+async def _lock_head(db: Database, workspace_id: int) -> tuple[int, str]:
+    await db.fetch(
+        "INSERT INTO audit_chain_head (workspace_id) VALUES ({}) "
+        "ON CONFLICT (workspace_id) DO NOTHING",
+        workspace_id,
+    )
+    lock = " FOR UPDATE" if db.is_postgres else ""
+    rows = await db.fetch(
+        f"SELECT seq, hash FROM audit_chain_head WHERE workspace_id = {{}}{lock}",
+        workspace_id,
+    )
+    return int(rows[0]["seq"]), str(rows[0]["hash"])
+
+
+async def _stored_request_ids(db: Database, request_ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(request_ids), ROWS_PER_INSERT):
+        chunk = request_ids[start : start + ROWS_PER_INSERT]
+        marks = ", ".join("{}" for _ in chunk)
+        rows = await db.fetch(
+            f"SELECT request_id FROM audit_record WHERE request_id IN ({marks})",
+            *chunk,
+        )
+        found.update(str(row["request_id"]) for row in rows)
+    return found
+
+
+async def _insert(
+    db: Database, table: str, columns: str, rows: Iterable[tuple[Any, ...]]
+) -> None:
+    pending = list(rows)
+    for start in range(0, len(pending), ROWS_PER_INSERT):
+        chunk = pending[start : start + ROWS_PER_INSERT]
+        one = "(" + ", ".join("{}" for _ in chunk[0]) + ")"
+        values = ", ".join(one for _ in chunk)
+        args = [value for row in chunk for value in row]
+        await db.fetch(f"INSERT INTO {table} ({columns}) VALUES {values}", *args)
+
+
+def _record_row(record: ChainedRecord) -> tuple[Any, ...]:
+    pending = record.pending
+    return (
+        pending.workspace_id,
+        record.seq,
+        pending.request_id,
+        pending.kind,
+        pending.created_at,
+        record.prev_hash,
+        record.hash,
+        record.text,
+    )
+
+
+def _payload_row(record: ChainedRecord) -> tuple[Any, ...]:
+    pending = record.pending
+    payload = pending.payload
+    assert payload is not None
+    return (
+        pending.request_id,
+        pending.workspace_id,
+        payload.subject,
+        payload.policy,
+        payload.request,
+        payload.response,
+        pending.created_at,
+    )
