@@ -12,7 +12,8 @@ from sluicegate.core.provider import Provider
 
 @hookimpl
 def sluicegate_provider_kinds() -> list[type[Provider]]:
+    from sluicegate.providers.anthropic import AnthropicProvider
     from sluicegate.providers.offline import OfflineProvider
     from sluicegate.providers.openai import OpenAIProvider
 
-    return [OpenAIProvider, OfflineProvider]
+    return [OpenAIProvider, OfflineProvider, AnthropicProvider]

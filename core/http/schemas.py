@@ -51,3 +51,21 @@ class EmbeddingRequest(_Passthrough):
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: StrictInt | None = Field(default=None, ge=1)
     user: StrictStr | None = Field(default=None, max_length=256)
+
+
+class AnthropicMessage(_Passthrough):
+    role: Literal["user", "assistant"]
+    content: StrictStr | list[dict[str, Any]]
+
+
+class MessagesRequest(_Passthrough):
+    """Anthropic's ``POST /v1/messages`` body (the fields the gateway reads)."""
+
+    model: StrictStr = Field(min_length=1, max_length=256)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    max_tokens: StrictInt = Field(ge=1, le=MAX_OUTPUT_TOKENS)
+    system: StrictStr | list[dict[str, Any]] | None = None
+    stream: StrictBool = False
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop_sequences: list[StrictStr] | None = None

@@ -211,6 +211,8 @@ class FakeUpstream:
     def _authorized(self, request: RecordedRequest) -> bool:
         if self.expected_key is None:
             return True
+        if request.headers.get("x-api-key") == self.expected_key:
+            return True  # Anthropic's Messages API
         return request.headers.get("authorization") == f"Bearer {self.expected_key}"
 
     def _note_abandoned(self) -> None:
@@ -228,6 +230,14 @@ class FakeUpstream:
         return usage_body(
             self.prompt_tokens, self.completion_tokens, self.cached_tokens
         )
+
+    def _anthropic_usage(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.prompt_tokens - self.cached_tokens,
+            "output_tokens": self.completion_tokens,
+            "cache_read_input_tokens": self.cached_tokens,
+            "cache_creation_input_tokens": 0,
+        }
 
 
 # -- what the fake says ------------------------------------------------------
@@ -293,6 +303,60 @@ def stream_events(
         yield _event({**chunk, "choices": [], "usage": usage})
     if done:
         yield b"data: [DONE]\n\n"
+
+
+def anthropic_error_body(status: int, message: str) -> dict[str, Any]:
+    """An Anthropic error body."""
+    kinds = {400: "invalid_request_error", 401: "authentication_error"}
+    kinds |= {429: "rate_limit_error", 529: "overloaded_error"}
+    error = {"type": kinds.get(status, "api_error"), "message": message}
+    return {"type": "error", "error": error}
+
+
+def anthropic_message(
+    model: str, content: str, usage: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A whole Anthropic ``message``."""
+    return {
+        "id": f"msg_{uuid.uuid4().hex}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": content}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": usage or {"input_tokens": 0, "output_tokens": 0},
+    }
+
+
+def anthropic_stream_events(
+    model: str, content: str, usage: dict[str, Any] | None, *, stop: bool = True
+) -> Iterator[bytes]:
+    """An Anthropic stream: message_start, a ping, one text block with one
+    delta per word, message_delta (output usage), then message_stop."""
+    message = {**anthropic_message(model, "", usage), "content": []}
+    message["stop_reason"] = None
+    message["usage"] = {**(usage or {}), "output_tokens": 1}
+    yield _named("message_start", {"message": message})
+    block = {"type": "text", "text": ""}
+    yield _named("content_block_start", {"index": 0, "content_block": block})
+    yield _named("ping", {})
+    words = content.split(" ")
+    for index, word in enumerate(words, start=1):
+        text = word if index == len(words) else f"{word} "
+        delta = {"type": "text_delta", "text": text}
+        yield _named("content_block_delta", {"index": 0, "delta": delta})
+    yield _named("content_block_stop", {"index": 0})
+    output = {"output_tokens": (usage or {}).get("output_tokens", 0)}
+    delta = {"stop_reason": "end_turn", "stop_sequence": None}
+    yield _named("message_delta", {"delta": delta, "usage": output})
+    if stop:
+        yield _named("message_stop", {})
+
+
+def _named(name: str, payload: dict[str, Any]) -> bytes:
+    data = orjson.dumps({"type": name, **payload})
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
 
 
 def embeddings_body(model: str, inputs: list[Any], tokens: int) -> dict[str, Any]:
@@ -475,6 +539,7 @@ class _Server:
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/embeddings"): self._embeddings,
             ("GET", "/v1/models"): self._models,
+            ("POST", "/v1/messages"): self._messages,
         }
 
     def run(self) -> None:
@@ -557,7 +622,10 @@ class _Server:
             return False
 
         if reply.status != 200 or reply.body is not None:
-            await _send_json(wire, reply.status, _scripted_body(reply), reply.headers)
+            body = _scripted_body(reply)
+            if request.path == "/v1/messages" and reply.body is None:
+                body = anthropic_error_body(reply.status, body["error"]["message"])
+            await _send_json(wire, reply.status, body, reply.headers)
             return True
         if reply.garbage:
             await wire.send_whole(200, GARBAGE, "application/json", reply.headers)
@@ -614,6 +682,27 @@ class _Server:
             self.upstream._note_abandoned()
             return False
         return True
+
+    async def _messages(
+        self, wire: _Wire, request: RecordedRequest, reply: Reply
+    ) -> bool:
+        """Anthropic's Messages API: a message, or its stream of events."""
+        body = request.json
+        if not isinstance(body, dict) or not isinstance(body.get("max_tokens"), int):
+            error = anthropic_error_body(400, "max_tokens: Field required")
+            await _send_json(wire, 400, error, {})
+            return True
+        model = str(body.get("model", "fake-model"))
+        content = reply.content if reply.content is not None else self.upstream.content
+        usage = None if reply.omit_usage else self.upstream._anthropic_usage()
+        if body.get("stream") is not True:
+            answer = anthropic_message(model, content, usage)
+            await _send_json(wire, 200, answer, reply.headers)
+            return True
+        events = anthropic_stream_events(
+            model, content, usage, stop=not reply.omit_done
+        )
+        return await self._stream(wire, events, reply)
 
     async def _embeddings(
         self, wire: _Wire, request: RecordedRequest, reply: Reply
