@@ -6,6 +6,7 @@ With no file, the gateway serves only the offline provider (model
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,21 @@ from sluicegate.core.validation import problems_of
 OFFLINE_MODEL = "sluicegate-offline"
 
 
+class Price(BaseModel):
+    """What one upstream model costs, in US dollars per million tokens.
+
+    Given in the gateway config for models the packaged price list does not
+    know (self-hosted or private ones), or to override it.  Cached input
+    tokens cost ``cached_input_per_mtok``, by default the input price.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_mtok: Decimal = Field(ge=0)
+    output_per_mtok: Decimal = Field(ge=0)
+    cached_input_per_mtok: Decimal | None = Field(default=None, ge=0)
+
+
 class Target(BaseModel):
     """One provider and upstream model a route may use."""
 
@@ -27,6 +43,11 @@ class Target(BaseModel):
     provider: str
     model: str
     weight: float = Field(default=1.0, gt=0)
+    price: Price | None = Field(
+        default=None,
+        description="This target's price; overrides the route's and the "
+        "packaged price list.",
+    )
 
     @property
     def name(self) -> str:
@@ -43,6 +64,10 @@ class ModelRoute(BaseModel):
         default="fallback",
         pattern="^(fallback|weighted)$",
         description="fallback: in order; weighted: by weight, then the rest.",
+    )
+    price: Price | None = Field(
+        default=None,
+        description="The price of every target without a price of its own.",
     )
 
 
