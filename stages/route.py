@@ -300,9 +300,11 @@ class RouteStage(Stage):
                 "every target of this model is behind an open circuit breaker; "
                 "retry in a few seconds"
             )
-        if last.status is None or last.retryable:
-            return UpstreamUnavailable(f"every target failed; last: {last}")
-        return UpstreamFailed(f"the provider answered with an error: {last}")
+        if last.status is None:
+            return UpstreamUnavailable(f"no target could be reached; last: {last}")
+        return UpstreamFailed(
+            f"the provider answered with an error after retries: {last}"
+        )
 
 
 def _judge(exc: ProviderError) -> Verdict:

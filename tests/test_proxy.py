@@ -210,8 +210,16 @@ def test_a_body_over_the_limit_gets_413(gateway: RunningGateway) -> None:
     assert response.json()["error"]["code"] == "request_too_large"
 
 
-def test_an_upstream_failure_gets_the_documented_error(gateway: RunningGateway) -> None:
+def test_an_upstream_error_answer_gets_502(gateway: RunningGateway) -> None:
     gateway.upstream.script([Reply(status=500)])
+    with client(gateway) as sdk, pytest.raises(openai.InternalServerError) as caught:
+        sdk.chat.completions.create(model=PUBLIC_MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.status_code == 502
+    assert caught.value.code == "upstream_error"
+
+
+def test_an_unreachable_upstream_gets_503(gateway: RunningGateway) -> None:
+    gateway.upstream.script([Reply(reset=True)])
     with client(gateway) as sdk, pytest.raises(openai.InternalServerError) as caught:
         sdk.chat.completions.create(model=PUBLIC_MODEL, messages=MESSAGES)  # type: ignore[arg-type]
     assert caught.value.status_code == 503
