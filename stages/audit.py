@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import Field
 
 from sluicegate.core.audit.capture import ResponseTap, request_record
+from sluicegate.core.audit.policy import RetentionConfig
 from sluicegate.core.audit.writer import acquire, release
 from sluicegate.core.errors import InfrastructureError
 from sluicegate.core.http.proxy import RELAY_TAPS
@@ -50,6 +51,12 @@ class AuditConfig(StageConfig):
         default="hash",
         description="Keep request and response bodies as sent (store), with "
         "personal data and secrets masked (redact), or only their hashes (hash).",
+    )
+    retention: RetentionConfig | None = Field(
+        default=None,
+        description="Days to keep payloads and records in the workspaces using "
+        "this pipeline; a policy set with `sluicegate retention set` overrides "
+        "it. Applied by `sluicegate retention run` and the scheduler.",
     )
 
 

@@ -7,6 +7,12 @@ match the stored text, text that is not canonical JSON, a column that
 disagrees with the text, or a stored payload whose digest differs from the
 record's ``payload_sha256``.  Finally the workspace's chain head must point at
 the last record (records removed from the end show up there).
+
+After retention dropped a workspace's oldest records, its chain starts at the
+newest ``audit_checkpoint``: the first record left must follow the
+checkpoint's seq and hash, the ``retention`` record the checkpoint names must
+be in the chain stating that very checkpoint, no record may remain at or
+behind it, and no checkpoint may be left in progress.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class ChainReport:
     head_seq: int = 0
     head_hash: str = GENESIS_HASH
     fault: Fault | None = None
+    checkpoint_seq: int = 0
+    """The seq the chain continues after (0: it starts at seq 1)."""
 
     @property
     def ok(self) -> bool:
@@ -75,16 +83,35 @@ async def workspaces(db: Database, name: str | None) -> list[tuple[int, str]]:
 
 async def verify_workspace(db: Database, workspace_id: int, name: str) -> ChainReport:
     report = ChainReport(workspace_id, name)
-    seq, prev_hash = 0, GENESIS_HASH
-    async for row in _records(db, workspace_id):
+    start = await _checkpoint(db, workspace_id)
+    seq, prev_hash = (start.seq, start.hash) if start else (0, GENESIS_HASH)
+    report.checkpoint_seq = seq
+    report.fault = await _checkpoint_fault(db, workspace_id, start)
+    if report.fault is not None:
+        return report
+
+    explained = start is None
+    async for row in _records(db, workspace_id, seq):
         problem = check(row, seq + 1, prev_hash)
+        if problem is None and start and row["request_id"] == start.explained_by:
+            problem, explained = _explanation_problem(row, start), True
         if problem is not None:
             report.fault = Fault(row["seq"], row["request_id"], row["id"], problem)
             return report
         seq, prev_hash = int(row["seq"]), str(row["hash"])
         report.records += 1
         report.payloads += row["request_body"] is not None
+
     report.head_seq, report.head_hash = seq, prev_hash
+    if start is not None and not explained:
+        report.fault = Fault(
+            start.seq,
+            start.explained_by,
+            None,
+            f"the retention record {start.explained_by} that explains the "
+            f"checkpoint at seq {start.seq} is not in the chain",
+        )
+        return report
     report.fault = await _head_fault(db, workspace_id, seq, prev_hash)
     return report
 
@@ -118,8 +145,79 @@ def _payload_problem(row: dict[str, Any], body: dict[str, Any]) -> str | None:
     return None
 
 
-async def _records(db: Database, workspace_id: int) -> AsyncIterator[dict[str, Any]]:
-    after = 0
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a chain continues after retention dropped its oldest records."""
+
+    seq: int
+    hash: str
+    explained_by: str
+
+
+async def _checkpoint(db: Database, workspace_id: int) -> Checkpoint | None:
+    rows = await db.fetch(
+        "SELECT seq, hash, explained_by FROM audit_checkpoint "
+        "WHERE workspace_id = {} ORDER BY seq DESC LIMIT 1",
+        workspace_id,
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    return Checkpoint(int(row["seq"]), str(row["hash"]), str(row["explained_by"]))
+
+
+async def _checkpoint_fault(
+    db: Database, workspace_id: int, start: Checkpoint | None
+) -> Fault | None:
+    """A checkpoint left in progress, or a record left behind the checkpoint."""
+    if start is None:
+        return None
+    left_open = await db.fetch(
+        "SELECT seq FROM audit_checkpoint WHERE workspace_id = {} "
+        "AND in_progress = {} ORDER BY seq LIMIT 1",
+        workspace_id,
+        True,
+    )
+    if left_open:
+        seq = int(left_open[0]["seq"])
+        return Fault(
+            seq,
+            None,
+            None,
+            f"the checkpoint at seq {seq} was left in progress, so the records "
+            "behind it could be deleted",
+        )
+    behind = await db.fetch(
+        "SELECT id, seq, request_id FROM audit_record WHERE workspace_id = {} "
+        "AND seq <= {} ORDER BY seq LIMIT 1",
+        workspace_id,
+        start.seq,
+    )
+    if not behind:
+        return None
+    row = behind[0]
+    return Fault(
+        row["seq"],
+        row["request_id"],
+        row["id"],
+        f"the record is behind the checkpoint at seq {start.seq} but was not "
+        "dropped with the records before it",
+    )
+
+
+def _explanation_problem(row: dict[str, Any], start: Checkpoint) -> str | None:
+    stated = json.loads(row["record"]).get("checkpoint")
+    if row["kind"] == "retention" and stated == {"seq": start.seq, "hash": start.hash}:
+        return None
+    return (
+        f"the checkpoint at seq {start.seq} ({start.hash}) is not the one this "
+        "record, which it names as its explanation, states"
+    )
+
+
+async def _records(
+    db: Database, workspace_id: int, after: int
+) -> AsyncIterator[dict[str, Any]]:
     while True:
         rows = await db.fetch(
             "SELECT r.id, r.workspace_id, r.seq, r.request_id, r.kind, "

@@ -29,6 +29,7 @@ class PeriodicTask:
 
 def periodic_tasks() -> tuple[PeriodicTask, ...]:
     """Every periodic job of the gateway, in a fixed order."""
+    from sluicegate.core.audit.retention import EVERY_SECONDS, retention_job
     from sluicegate.core.evals.deferred import requeue_deferred
 
     return (
@@ -36,5 +37,10 @@ def periodic_tasks() -> tuple[PeriodicTask, ...]:
             "sluicegate.evals.requeue_deferred",
             every_seconds=60,
             run=requeue_deferred,
+        ),
+        PeriodicTask(
+            "sluicegate.audit.retention",
+            every_seconds=EVERY_SECONDS,
+            run=retention_job,
         ),
     )
