@@ -17,7 +17,7 @@ the same name is a :class:`~sluicegate.core.errors.PluginError`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -103,6 +103,7 @@ def sluicegate_request_completed(ctx: RequestContext) -> Awaitable[None] | None:
     """Observe a request after every after-step has run.
 
     ``ctx.outcome`` tells how it ended.  Every plugin's implementation runs;
-    the return value is ignored, an awaitable is awaited.  An exception is logged and never reaches the
-    client.  Keep it fast: it runs on the request's task.
+    the return value is ignored, an awaitable is awaited.  An exception is
+    logged and never reaches the client.  Keep it fast: it runs on the
+    request's task.
     """
