@@ -20,7 +20,22 @@ from sluicegate.core.errors import ConfigError, PluginError, SluicegateError
 from sluicegate.core.logs import configure_logging
 from sluicegate.core.settings import Settings, load_settings
 
-COMMANDS = ("serve", "migrate", "workspace", "key", "pipeline", "plugins")
+COMMANDS = (
+    "serve",
+    "migrate",
+    "workspace",
+    "key",
+    "pipeline",
+    "plugins",
+    "audit",
+    "spend",
+    "admin_token",
+    "worker",
+    "scheduler",
+    "evals",
+    "retention",
+    "erase",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

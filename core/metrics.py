@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from sluicegate.core.evals.metrics import EvalMetrics
+from sluicegate.core.observability.instruments import ObservabilityMetrics
+from sluicegate.core.reliability.metrics import ReliabilityMetrics
+
 if TYPE_CHECKING:
     from sluicegate.core.context import RequestContext
 
@@ -57,6 +61,9 @@ class Metrics:
             ["stage"],
             registry=self.registry,
         )
+        self.reliability = ReliabilityMetrics(self.registry)
+        self.observability = ObservabilityMetrics(self.registry)
+        self.evals = EvalMetrics(self.registry)
 
     def observe(self, ctx: RequestContext) -> None:
         """Count a finished request and the gateway's own time on it."""
@@ -71,7 +78,11 @@ class Metrics:
             status=str(outcome.status),
             fate=outcome.fate.value,
         ).inc()
-        self.overhead.observe(ctx.overhead_ms() / 1000.0)
+        self.overhead.observe(self.observability.overhead_seconds(ctx))
+        self.observability.observe(ctx)
 
     def fail_open(self, stage: str) -> None:
         self.fail_open_admissions.labels(stage=stage).inc()
+
+    def infrastructure_error(self, stage: str, service: str) -> None:
+        self.observability.infrastructure_errors.labels(stage, service).inc()

@@ -22,6 +22,7 @@ from sluicegate.core.errors import (
     InfrastructureError,
     ServiceUnavailable,
 )
+from sluicegate.core.logs import bound_stage
 from sluicegate.core.pipeline import PipelineSpec
 from sluicegate.core.plugins import resolve
 from sluicegate.core.stage import Stage
@@ -56,7 +57,8 @@ class Run:
 
     async def _after(self, stage: Stage) -> None:
         try:
-            await stage.after(self.ctx)
+            with bound_stage(stage.id):
+                await stage.after(self.ctx)
         except Exception:
             log.exception("after step of stage %s failed", stage.id)
 
@@ -106,7 +108,8 @@ class Pipeline:
 
     async def _before(self, stage: Stage, ctx: RequestContext) -> None:
         try:
-            deny = await stage.before(ctx)
+            with bound_stage(stage.id):
+                deny = await stage.before(ctx)
         except InfrastructureError as exc:
             self._infrastructure_failure(stage, ctx, exc)
             return
@@ -119,6 +122,7 @@ class Pipeline:
     def _infrastructure_failure(
         self, stage: Stage, ctx: RequestContext, exc: InfrastructureError
     ) -> None:
+        self.services.metrics.infrastructure_error(stage.id, exc.service)
         if not stage.fails_open:
             ctx.decide(stage.id, "fail_closed", exc.service)
             log.warning("stage %s fails closed: %s", stage.id, exc)

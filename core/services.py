@@ -9,8 +9,11 @@ provider.  :meth:`Services.close` undoes it.  Stages and providers receive the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +21,16 @@ import pluggy
 import redis.asyncio as aioredis
 
 from sluicegate.core.db.database import Database
+from sluicegate.core.evals.queue import EvalQueue
 from sluicegate.core.gateway_config import GatewayConfig, load_config
 from sluicegate.core.keys import KeyVerifier
 from sluicegate.core.metrics import Metrics
 from sluicegate.core.plugins import Registry, build_manager, resolve
 from sluicegate.core.provider import Provider
 from sluicegate.core.redis_guard import RedisGuard
+from sluicegate.core.reliability import breakers_for, retry_budget_for
+from sluicegate.core.reliability.breaker import Breakers
+from sluicegate.core.reliability.retry_budget import RetryBudget
 from sluicegate.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,10 +53,45 @@ class Services:
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
     """Room for plugins' shared objects, under the plugin's name."""
+    breakers: Breakers = field(default_factory=Breakers)
+    """Every target's circuit breaker; per process (core/reliability)."""
+    retry_budget: RetryBudget = field(default_factory=RetryBudget)
+    """Retries every route stage of the process may still make."""
+    evals: EvalQueue | None = None
+    """The evaluation queue (core/evals/queue.py); built by open_services."""
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    """Background tasks the process owns (:meth:`spawn`), ended by close."""
+    loops: set[asyncio.Task[None]] = field(default_factory=set)
+    """The spawned tasks that run until cancelled (``forever=True``)."""
+
+    def spawn(
+        self, coroutine: Coroutine[Any, Any, None], *, forever: bool = False
+    ) -> asyncio.Task[None]:
+        """Run ``coroutine`` in the background, owned by this process.
+
+        At close, a task that ends by itself gets a few seconds to finish (a
+        job being queued); a ``forever`` one (a polling loop) is cancelled.
+        """
+        task = asyncio.get_running_loop().create_task(coroutine)
+        owner = self.loops if forever else self.tasks
+        owner.add(task)
+        task.add_done_callback(owner.discard)
+        return task
+
+    async def _end_tasks(self) -> None:
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=5.0)
+        for task in [*self.loops, *self.tasks]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def close(self) -> None:
         for result in self.manager.hook.sluicegate_shutdown(services=self):
             await resolve(result)
+        await self._end_tasks()
+        if self.evals is not None:
+            await self.evals.close()
         for provider in self.providers.values():
             await provider.close()
         if self.redis is not None:
@@ -76,6 +118,9 @@ async def open_services(settings: Settings, *, migrate: bool | None = None) -> S
         redis=_redis(settings),
         providers=_providers(config, registry),
     )
+    services.breakers = breakers_for(settings, services.metrics.reliability)
+    services.retry_budget = retry_budget_for(settings)
+    services.evals = EvalQueue(services)
     for result in manager.hook.sluicegate_startup(services=services):
         await resolve(result)
     return services
@@ -86,11 +131,13 @@ def _redis(settings: Settings) -> RedisGuard | None:
         return None
     client = aioredis.Redis.from_url(
         settings.redis_url,
-        socket_timeout=0.25,
-        socket_connect_timeout=0.25,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
         health_check_interval=10,
     )
-    return RedisGuard(client, settings.redis_prefix)
+    return RedisGuard(
+        client, settings.redis_prefix, timeout_seconds=settings.redis_timeout_seconds
+    )
 
 
 def _providers(config: GatewayConfig, registry: Registry) -> dict[str, Provider]:

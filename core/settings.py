@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, IPvAnyNetwork, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sluicegate.core.errors import ConfigError, Problem
@@ -30,8 +30,12 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_prefix: str = Field(default="sluicegate", pattern=r"^[A-Za-z0-9:_-]{1,64}$")
     """Prefix of every Redis key, so deployments can share one server."""
+    redis_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
+    """How long one Redis call may take before it counts as a failure."""
     config: Path | None = None
     pipelines_dir: Path = Path("pipelines")
+    spool_dir: Path = Path("spool")
+    """Where audit records wait (fsync'd) while the database is unreachable."""
     admin_token: str | None = None
     sentry_dsn: str | None = Field(default=None, validation_alias="SENTRY_DSN")
 
@@ -47,6 +51,50 @@ class Settings(BaseSettings):
     """How long a verified API key is trusted before it is looked up again."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    drain_seconds: float = Field(default=30.0, ge=0)
+    """On SIGTERM: how long in-flight requests and streams may take to finish
+    before they are cancelled (after-steps still run) and the process exits."""
+    drain_notice_seconds: float = Field(default=0.0, ge=0)
+    """On SIGTERM: how long /readyz answers 503 ``draining`` while new
+    connections are still accepted, so a load balancer can take the process
+    out before it stops accepting."""
+
+    breaker_window_seconds: int = Field(default=30, ge=1, le=3600)
+    """Length of the sliding window a target's failure rate is taken over."""
+    breaker_minimum_calls: int = Field(default=10, ge=1)
+    """Calls the window must hold before a breaker may open."""
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_slow_call_seconds: float = Field(default=30.0, gt=0)
+    """Time to first byte above which a call counts as slow."""
+    breaker_slow_call_rate: float = Field(default=1.0, gt=0, le=1)
+    breaker_cooldown_seconds: float = Field(default=15.0, gt=0)
+    """How long an open breaker skips its target before a half-open probe."""
+    breaker_half_open_probes: int = Field(default=1, ge=1, le=100)
+    """Probes in flight at once while half-open; as many successes close it."""
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=10)
+    """Retries allowed per request, averaged (0.2: one in five requests)."""
+    retry_budget_minimum_per_second: float = Field(default=5.0, ge=0)
+    """Retries a second always allowed, however thin the traffic."""
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list
+    )
+    """Networks (comma-separated CIDRs) of proxies whose X-Forwarded-For is
+    believed; unset: the client IP is the socket peer."""
+    gateway_processes: int = Field(default=1, ge=1)
+    """Gateway processes sharing one Redis; while Redis is down a fail-open
+    rate limit allows each process the configured limit divided by this."""
+    eval_requeue_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """How often evaluation jobs deferred while the queue was unreachable are
+    handed to the queue again."""
+    eval_worker_concurrency: int = Field(default=10, ge=1, le=1000)
+    """Evaluation jobs one ``sluicegate worker`` process runs at once."""
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [network.strip() for network in value.split(",") if network.strip()]
+        return value
 
     @field_validator("plugins", mode="before")
     @classmethod

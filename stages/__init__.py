@@ -12,7 +12,20 @@ from sluicegate.core.stage import Stage
 
 @hookimpl
 def sluicegate_stage_types() -> list[type[Stage]]:
+    from sluicegate.stages.audit import AuditStage
     from sluicegate.stages.auth import AuthStage
+    from sluicegate.stages.budget import BudgetStage
+    from sluicegate.stages.eval_enqueue import EvalEnqueueStage
+    from sluicegate.stages.rate_limit import RateLimitStage
     from sluicegate.stages.route import RouteStage
+    from sluicegate.stages.safety_input import SafetyInputStage
 
-    return [AuthStage, RouteStage]
+    return [
+        AuditStage,
+        AuthStage,
+        BudgetStage,
+        RateLimitStage,
+        RouteStage,
+        EvalEnqueueStage,
+        SafetyInputStage,
+    ]

@@ -11,12 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import logging
 
 from hypercorn.config import Config
 from hypercorn.run import run
 
 from sluicegate.core.db.database import Database
 from sluicegate.core.gateway_config import load_config
+from sluicegate.core.http.serving import (
+    multiprocess_metrics_dir,
+    serve_one_process,
+)
 from sluicegate.core.keys import create_key
 from sluicegate.core.pipeline import read_pipeline
 from sluicegate.core.plugins import build_manager
@@ -45,7 +50,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     """Synchronous: Hypercorn runs its own event loop in the main thread."""
     check_configuration(settings)
     asyncio.run(_prepare_database(settings, args))
-    return run(hypercorn_config(args.host, args.port, args.workers))
+    config = hypercorn_config(
+        args.host, args.port, args.workers, drain_seconds=settings.drain_seconds
+    )
+    if args.workers > 1:
+        with multiprocess_metrics_dir():
+            return run(config)
+    return serve_one_process(settings, config)
 
 
 def check_configuration(settings: Settings) -> None:
@@ -86,14 +97,17 @@ async def _bootstrap(database: Database, args: argparse.Namespace) -> None:
     )
 
 
-def hypercorn_config(host: str, port: int, workers: int) -> Config:
+def hypercorn_config(
+    host: str, port: int, workers: int, *, drain_seconds: float = 30.0
+) -> Config:
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.h11_max_incomplete_size = MAX_HEADER_BYTES * 2
     config.application_path = APP_FACTORY
     config.workers = 0 if workers <= 1 else workers
     config.worker_class = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    config.graceful_timeout = 30
+    config.graceful_timeout = drain_seconds
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # scrubbed, JSON
     config.keep_alive_timeout = 75
     return config

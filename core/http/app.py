@@ -11,15 +11,22 @@ import logging
 import time
 import uuid
 
-from quart import Quart, Response, g, request
+from quart import Quart, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from sluicegate.core.errors import GatewayError, HeadersTooLarge
+from sluicegate.core.http.admin import admin
+from sluicegate.core.http.drain import EXTENSION as DRAIN
+from sluicegate.core.http.drain import DrainState
 from sluicegate.core.http.errors import error_response
 from sluicegate.core.http.gateway import Gateway
 from sluicegate.core.http.health import health
 from sluicegate.core.http.messages import messages
 from sluicegate.core.http.proxy import proxy
+from sluicegate.core.logs import bind_request, configure_logging
+from sluicegate.core.observability.metrics_http import metrics
+from sluicegate.core.observability.patterns import scrub_text
+from sluicegate.core.observability.sentry import close_sentry, init_sentry
 from sluicegate.core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     )
     app.register_blueprint(proxy)
     app.register_blueprint(health)
+    app.register_blueprint(metrics)
+    app.register_blueprint(admin)
+    app.extensions[DRAIN] = DrainState()
     app.register_blueprint(messages)
     _lifecycle(app, settings)
     _request_ids(app)
@@ -49,13 +59,18 @@ def create_app(settings: Settings | None = None) -> Quart:
 def _lifecycle(app: Quart, settings: Settings | None) -> None:
     @app.before_serving
     async def start() -> None:
-        app.extensions["sluicegate"] = await Gateway.start(settings or load_settings())
+        resolved = settings or load_settings()
+        if not logging.getLogger().handlers:  # a worker process Hypercorn spawned
+            configure_logging(resolved)
+        init_sentry(resolved)
+        app.extensions["sluicegate"] = await Gateway.start(resolved)
 
     @app.after_serving
     async def stop() -> None:
         gateway: Gateway | None = app.extensions.pop("sluicegate", None)
         if gateway is not None:
             await gateway.stop()
+        close_sentry()
 
 
 def _request_ids(app: Quart) -> None:
@@ -63,12 +78,24 @@ def _request_ids(app: Quart) -> None:
     async def assign() -> None:
         g.started = time.perf_counter()
         g.request_id = f"req_{uuid.uuid4().hex}"
+        bind_request(g.request_id, None)
         _bound_headers()
 
     @app.after_request
     async def stamp(response: Response) -> Response:
         response.headers["x-request-id"] = g.get("request_id", "")
+        _count(response)
         return response
+
+
+def _count(response: Response) -> None:
+    """Count every response by route, status and error code (metrics)."""
+    gateway: Gateway | None = current_app.extensions.get("sluicegate")
+    if gateway is None:
+        return
+    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    code = g.get("error_code")
+    gateway.services.metrics.observability.response(rule, response.status_code, code)
 
 
 def _bound_headers() -> None:
@@ -85,6 +112,8 @@ def _bound_headers() -> None:
 def _error_handlers(app: Quart) -> None:
     @app.errorhandler(GatewayError)
     async def gateway_error(error: GatewayError) -> Response:
+        g.error_code = error.code
+        error.message = scrub_text(error.message)
         return error_response(error, g.get("request_id", ""))
 
     @app.errorhandler(HTTPException)
@@ -93,10 +122,12 @@ def _error_handlers(app: Quart) -> None:
         wrapped.status = error.code or 500
         wrapped.code = error.name.lower().replace(" ", "_")
         wrapped.error_type = "invalid_request_error"
+        g.error_code = wrapped.code
         return error_response(wrapped, g.get("request_id", ""))
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
         log.error("unexpected error", exc_info=error)
         wrapped = GatewayError("an internal error occurred; see the gateway log")
+        g.error_code = wrapped.code
         return error_response(wrapped, g.get("request_id", ""))

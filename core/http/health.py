@@ -8,7 +8,11 @@ import orjson
 from quart import Blueprint, Response, current_app
 
 from sluicegate.core.errors import InfrastructureError, StorageError
+from sluicegate.core.http.drain import EXTENSION as DRAIN
+from sluicegate.core.http.drain import DrainState
 from sluicegate.core.http.gateway import Gateway
+from sluicegate.core.limits.state import limits_health
+from sluicegate.core.reliability.breaker import breakers_health
 
 health = Blueprint("health", __name__)
 
@@ -20,10 +24,15 @@ async def healthz() -> Response:
 
 @health.get("/readyz")
 async def readyz() -> Response:
+    drain: DrainState | None = current_app.extensions.get(DRAIN)
+    if drain is not None and drain.draining:
+        return Response(b'{"status":"draining"}', 503, mimetype="application/json")
     gateway: Gateway = current_app.extensions["sluicegate"]
     checks = {
         "database": await _database(gateway),
         "redis": await _redis(gateway),
+        "breakers": breakers_health(gateway.services.breakers),
+        "rate_limit": limits_health(gateway.services),
     }
     unready = checks["database"]["status"] != "ok"
     degraded = any(check["status"] not in ("ok", "off") for check in checks.values())

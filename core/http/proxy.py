@@ -8,6 +8,7 @@ stream is relayed chunk by chunk and the after-steps run when it ends.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,11 +17,15 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, current_app, g, request
 
 from sluicegate.core.auth import authenticate
+from sluicegate.core.budgets.stream import STRIP_USAGE_EVENT, WithoutUsageEvent
 from sluicegate.core.context import Fate, Outcome, RequestContext
 from sluicegate.core.errors import GatewayError, ModelNotFound, ProviderError
 from sluicegate.core.http.body import parse_body, read_body
+from sluicegate.core.http.client_ip import request_client_ip
 from sluicegate.core.http.gateway import Gateway
 from sluicegate.core.http.schemas import ChatCompletionRequest, EmbeddingRequest
+from sluicegate.core.logs import workspace_var
+from sluicegate.core.observability.instruments import FIRST_CHUNK_AT, OVERHEAD_SECONDS
 from sluicegate.core.runner import Run
 from sluicegate.providers.sse import error_event
 
@@ -89,6 +94,7 @@ async def _context(
     body = parse_body(raw, schema)
     headers = _headers()
     principal = await authenticate(headers, services)
+    workspace_var.set(principal.workspace)
     model = body["model"]
     if model not in services.config.models:
         raise ModelNotFound(
@@ -101,7 +107,7 @@ async def _context(
         endpoint=endpoint,
         body=body,
         raw_body=raw,
-        client_ip=request.remote_addr or "",
+        client_ip=request_client_ip(request, services.settings),
         headers=headers,
         model=model,
         stream=bool(body.get("stream")),
@@ -112,17 +118,38 @@ async def _context(
 async def _relay(run: Run, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     outcome = Outcome(Fate.SERVED, 200)
     try:
-        async for chunk in stream:
-            yield chunk
+        async for chunk in _shaped(run.ctx, stream):
+            yield _tapped(run.ctx, chunk)
     except ProviderError as exc:
         outcome = Outcome(Fate.TRUNCATED, 502, "upstream_error")
-        yield error_event(f"the provider's stream broke off: {exc}", "upstream_error")
+        event = error_event(f"the provider's stream broke off: {exc}", "upstream_error")
+        yield _tapped(run.ctx, event)
     except (asyncio.CancelledError, GeneratorExit):
         outcome = Outcome(Fate.CANCELLED, 499, "cancelled")
         raise
     finally:
         await _close_stream(stream)
         await run.finish(outcome)
+
+
+RELAY_TAPS = "relay_taps"
+"""``ctx.scratch`` key: callables that see each chunk relayed to the client
+(the audit stage hashes a stream's bytes with one)."""
+
+
+def _shaped(ctx: RequestContext, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The stream as the client gets it: without the usage event it did not
+    ask for, when a stage asked the provider for it (``STRIP_USAGE_EVENT``)."""
+    if ctx.scratch.get(STRIP_USAGE_EVENT):
+        return WithoutUsageEvent(stream)
+    return stream
+
+
+def _tapped(ctx: RequestContext, chunk: bytes) -> bytes:
+    ctx.scratch.setdefault(FIRST_CHUNK_AT, time.perf_counter())
+    for tap in ctx.scratch.get(RELAY_TAPS, ()):
+        tap(chunk)
+    return chunk
 
 
 async def _close_stream(stream: AsyncIterator[bytes]) -> None:
@@ -138,7 +165,9 @@ def _headers() -> dict[str, str]:
 
 def _proxied_headers(ctx: RequestContext) -> dict[str, str]:
     headers = {**ctx.response_headers}
-    headers["x-sluicegate-overhead-ms"] = f"{ctx.overhead_ms():.2f}"
+    overhead_ms = ctx.overhead_ms()
+    ctx.scratch[OVERHEAD_SECONDS] = overhead_ms / 1000.0
+    headers["x-sluicegate-overhead-ms"] = f"{overhead_ms:.2f}"
     if ctx.response is not None:
         headers["x-sluicegate-target"] = ctx.response.target
         headers.update(ctx.response.headers)
