@@ -25,44 +25,22 @@ from typing import ClassVar
 from pydantic import Field
 
 from sluicegate.core.evaluator import Evaluator, EvaluatorConfig, Sample, Verdict
+from sluicegate.core.redact import (
+    CARD,
+    EMAIL,
+    IBAN,
+    PHONE,
+    iban_valid,
+    luhn_valid,
+    phone_plausible,
+)
 from sluicegate.evaluators.patterns import Rule, Scope, texts_in, verdict_of
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-PHONE = re.compile(
-    r"(?<![\w+])\+\d[\d ().-]{6,18}\d(?!\w)"
-    r"|(?<![\w(])\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?!\w)"
-)
-CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 US_SSN = re.compile(r"(?<![\d-])(\d{3})-(\d{2})-(\d{4})(?![\d-])")
 UK_NINO = re.compile(
     r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
     r" ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
 )
-
-
-def luhn_valid(text: str) -> bool:
-    digits = re.sub(r"\D", "", text)
-    if len(set(digits)) == 1:
-        return False  # 0000 0000 0000 0000 passes Luhn but is no card
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char) * (2 if index % 2 else 1)
-        total += value - 9 if value > 9 else value
-    return total % 10 == 0
-
-
-def iban_valid(text: str) -> bool:
-    compact = text.replace(" ", "")
-    if not 15 <= len(compact) <= 34:
-        return False
-    rearranged = compact[4:] + compact[:4]
-    number = "".join(str(int(char, 36)) for char in rearranged)
-    return int(number) % 97 == 1
-
-
-def phone_plausible(text: str) -> bool:
-    return 8 <= len(re.sub(r"\D", "", text)) <= 15
 
 
 def ssn_issuable(text: str) -> bool:
