@@ -1,4 +1,7 @@
-"""The admin API: workspaces, keys, pipelines, usage; tokens and their scope."""
+"""The admin API: workspaces, keys, pipelines, usage; tokens and their scope.
+
+Spend, audit, retention and evaluations: ``test_admin_api_records.py``.
+"""
 
 from __future__ import annotations
 
@@ -270,7 +273,32 @@ OTHER_WORKSPACE_ROUTES = [
     ("POST", "/workspaces/globex/keys"),
     ("GET", "/workspaces/globex/pipeline"),
     ("GET", "/workspaces/globex/usage"),
+    ("GET", "/workspaces/globex/spend"),
+    ("GET", "/workspaces/globex/audit/verify"),
+    ("GET", "/workspaces/globex/audit/export"),
+    ("GET", "/workspaces/globex/retention"),
+    ("PUT", "/workspaces/globex/retention"),
+    ("DELETE", "/workspaces/globex/retention"),
+    ("GET", "/workspaces/globex/evals/runs"),
+    ("GET", "/workspaces/globex/requests/req_0/evaluations"),
 ]
+ROUTES_WITH_OTHER_IDS = {
+    (
+        "POST",
+        "/workspaces/{workspace}/keys/{key}/revoke",
+    ): "test_a_scoped_token_cannot_revoke_another_workspace_key",
+    (
+        "GET",
+        "/workspaces/{workspace}/requests/{request_id}/evaluations",
+    ): "test_admin_api_records.py::"
+    "test_a_scoped_token_gets_404_for_another_workspace_request",
+    (
+        "GET",
+        "/evals/compare",
+    ): "test_admin_api_records.py::test_a_scoped_token_gets_404_for_another_run",
+}
+"""Routes taking ids besides the workspace's name, and the test covering each."""
+ID_QUERY_FIELDS = {"run_a", "run_b"}
 
 
 @pytest.mark.parametrize(("method", "path"), OTHER_WORKSPACE_ROUTES)
@@ -284,13 +312,24 @@ def test_a_scoped_token_gets_404_for_another_workspace(
 
 
 def test_every_id_taking_route_is_covered_by_the_scope_test() -> None:
-    taking = {(op.method, op.path) for op in OPERATIONS if "{workspace}" in op.path}
+    workspace_taking = {
+        (op.method, op.path) for op in OPERATIONS if "{workspace}" in op.path
+    }
+    other_ids = {
+        (op.method, op.path)
+        for op in OPERATIONS
+        if op.path.replace("{workspace}", "").count("{")
+        or ID_QUERY_FIELDS & set(op.query.model_fields if op.query else ())
+    }
     covered = {
-        (method, path.replace("globex", "{workspace}"))
+        (method, path.replace("globex", "{workspace}").replace("req_0", "{request_id}"))
         for method, path in OTHER_WORKSPACE_ROUTES
     }
 
-    assert taking - covered == {("POST", "/workspaces/{workspace}/keys/{key}/revoke")}
+    assert workspace_taking - covered == {
+        ("POST", "/workspaces/{workspace}/keys/{key}/revoke")
+    }
+    assert other_ids == set(ROUTES_WITH_OTHER_IDS)
 
 
 def test_a_scoped_token_cannot_revoke_another_workspace_key(admin: Admin) -> None:

@@ -156,13 +156,18 @@ async def add_risk(
         )
 
 
-async def risk_of(db: Database, request_id: str) -> dict[str, Any] | None:
-    """A request's risk score and its components (for the admin API)."""
+async def risk_of(
+    db: Database, request_id: str, *, workspace_id: int | None = None
+) -> dict[str, Any] | None:
+    """A request's risk score and its components (for the admin API).
+
+    With ``workspace_id``, only if the request belongs to that workspace.
+    """
+    where, args = _of_request("request_id", "workspace_id", request_id, workspace_id)
     with storage_errors(f"reading the risk score of request {request_id}"):
         rows = await db.fetch(
-            "SELECT score, components, created_at FROM evaluation_risk "
-            "WHERE request_id = {}",
-            request_id,
+            f"SELECT score, components, created_at FROM evaluation_risk WHERE {where}",
+            *args,
         )
     if not rows:
         return None
@@ -175,17 +180,38 @@ async def risk_of(db: Database, request_id: str) -> dict[str, Any] | None:
     }
 
 
-async def request_results(db: Database, request_id: str) -> list[dict[str, Any]]:
-    """Every result about one request, oldest first, with its run's identity."""
+async def request_results(
+    db: Database, request_id: str, *, workspace_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Every result about one request, oldest first, with its run's identity.
+
+    With ``workspace_id``, only results about that workspace's request.
+    """
+    where, args = _of_request(
+        "res.request_id", "res.workspace_id", request_id, workspace_id
+    )
     with storage_errors(f"reading the evaluations of request {request_id}"):
         rows = await db.fetch(
             "SELECT res.run_id, r.evaluator, r.version, r.config_hash, r.kind, "
             "res.score, res.labels, res.detail, res.error, res.created_at "
             "FROM evaluation_result res JOIN evaluation_run r ON r.id = res.run_id "
-            "WHERE res.request_id = {} ORDER BY res.id",
-            request_id,
+            f"WHERE {where} ORDER BY res.id",
+            *args,
         )
     return [{**row, "labels": orjson.loads(row["labels"])} for row in rows]
+
+
+def _of_request(
+    request_column: str,
+    workspace_column: str,
+    request_id: str,
+    workspace_id: int | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause for one request, of one workspace if ``workspace_id``."""
+    if workspace_id is None:
+        return f"{request_column} = {{}}", [request_id]
+    where = f"{request_column} = {{}} AND {workspace_column} = {{}}"
+    return where, [request_id, workspace_id]
 
 
 async def list_runs(

@@ -17,8 +17,9 @@ from quart.typing import RouteCallable
 
 from sluicegate.core.errors import InvalidRequest
 from sluicegate.core.http.admin.access import authorize
+from sluicegate.core.http.admin.call import Call, Lines, Operation
 from sluicegate.core.http.admin.openapi import PREFIX, openapi_document
-from sluicegate.core.http.admin.operations import OPERATIONS, Call, Operation
+from sluicegate.core.http.admin.operations import OPERATIONS
 from sluicegate.core.http.gateway import Gateway
 
 admin = Blueprint("admin", __name__, url_prefix=PREFIX)
@@ -61,11 +62,8 @@ def _view(operation: Operation) -> RouteCallable:
             query=_validated(operation.query, dict(request.args)),
         )
         result = await operation.handler(call, **path)
-        return Response(
-            result.model_dump_json(),
-            status=operation.status,
-            mimetype="application/json",
-        )
+        body = result if isinstance(result, Lines) else result.model_dump_json()
+        return Response(body, status=operation.status, mimetype=operation.media_type)
 
     view.__name__ = operation.handler.__name__
     return view

@@ -15,7 +15,8 @@ from pydantic.json_schema import models_json_schema
 
 from sluicegate.core import __version__
 from sluicegate.core.http.admin import models
-from sluicegate.core.http.admin.operations import OPERATIONS, Operation
+from sluicegate.core.http.admin.call import Operation
+from sluicegate.core.http.admin.operations import OPERATIONS
 
 PREFIX = "/admin/v1"
 REF = "#/components/schemas/{model}"
@@ -24,7 +25,7 @@ ERRORS = {
     "400": "The request body or query is invalid",
     "401": "No admin token, or an unknown or revoked one",
     "403": "A workspace-scoped token may not do this",
-    "404": "No such workspace, key or route (or the admin API is off)",
+    "404": "No such workspace, key, run, request or route (or the admin API is off)",
 }
 
 
@@ -40,7 +41,9 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "sluicegate admin API",
             "version": __version__,
-            "description": "Workspaces, API keys, pipelines and usage. Bearer "
+            "description": "Workspaces, API keys, pipelines, usage and spend, "
+            "audit verification and export, retention policies and evaluation "
+            "runs. Bearer "
             "SLUICEGATE_ADMIN_TOKEN sees every workspace; a workspace-scoped "
             "token (sluicegate admin-token create) sees its own only.",
         },
@@ -90,19 +93,34 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
         for name in _PARAMETER.findall(operation.path)
     ]
     if operation.query is not None:
-        for name, field in operation.query.model_fields.items():
-            schema = {"type": "string", "format": "date-time"}
-            described = {"name": name, "in": "query", "required": False}
-            found.append({**described, "schema": schema})
-            if field.description:
-                found[-1]["description"] = field.description
+        found += _query_parameters(operation.query)
     return found
+
+
+def _query_parameters(query: type[BaseModel]) -> list[dict[str, Any]]:
+    """One parameter per field of ``query``, typed by its JSON schema."""
+    schema = query.model_json_schema()
+    required = set(schema.get("required", ()))
+    found = []
+    for name, field in schema["properties"].items():
+        described = {"name": name, "in": "query", "required": name in required}
+        found.append({**described, "schema": _not_null(field)})
+        if "description" in field:
+            found[-1]["description"] = field["description"]
+    return found
+
+
+def _not_null(field: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema without its ``null`` alternative (a query has none)."""
+    kept = [part for part in field.get("anyOf", ()) if part != {"type": "null"}]
+    schema = kept[0] if len(kept) == 1 else field
+    return {key: value for key, value in schema.items() if key != "description"}
 
 
 def _responses(operation: Operation) -> dict[str, Any]:
     ok = {
         "description": operation.summary,
-        "content": {"application/json": {"schema": _ref(operation.response)}},
+        "content": {operation.media_type: {"schema": _ref(operation.response)}},
     }
     responses: dict[str, Any] = {str(operation.status): ok}
     for status, description in ERRORS.items():

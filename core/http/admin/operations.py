@@ -3,24 +3,21 @@ document alike.
 
 Each handler calls the same functions as the CLI (:mod:`sluicegate.core.workspaces`,
 :mod:`sluicegate.core.keys`, :mod:`sluicegate.core.pipeline`,
-:mod:`sluicegate.core.usage_report`) and returns a model of
-:mod:`.models`.
+:mod:`sluicegate.core.usage_report`; spend, audit, retention and evaluations
+in their own modules here) and returns a model of :mod:`.models`, or JSON
+Lines (:class:`.call.Lines`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
 from sluicegate.core.errors import ConfigError, Problem
-from sluicegate.core.http.admin import models
-from sluicegate.core.http.admin.access import AdminScope, forbidden, not_found
-from sluicegate.core.http.gateway import Gateway
+from sluicegate.core.http.admin import audit, evals, models, retention, spend
+from sluicegate.core.http.admin.access import forbidden, not_found
+from sluicegate.core.http.admin.call import NDJSON, Call, Operation, visible_workspace
 from sluicegate.core.keys import KeyRow, create_key, list_keys, revoke_key
 from sluicegate.core.observability.scrub import scrub_value
 from sluicegate.core.pipeline import parse_pipeline
@@ -28,38 +25,10 @@ from sluicegate.core.usage_report import EPOCH, usage_summary
 from sluicegate.core.workspaces import (
     WorkspaceRow,
     create_workspace,
-    get_workspace,
     list_workspaces,
 )
 
 SHOWN_ONCE = "This key is shown only in this response: store it now."
-
-
-@dataclass(frozen=True)
-class Call:
-    """One admin request: who calls, the gateway, the validated body or query."""
-
-    gateway: Gateway
-    scope: AdminScope
-    body: Any = None
-    query: Any = None
-
-
-Handler = Callable[..., Awaitable[BaseModel]]
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One route: method, OpenAPI path, handler and the models it speaks."""
-
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    response: type[BaseModel]
-    status: int = 200
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
 
 
 # -- workspaces ------------------------------------------------------------------
@@ -80,14 +49,6 @@ async def create_workspace_op(call: Call) -> models.Workspace:
 
 async def get_workspace_op(call: Call, workspace: str) -> models.Workspace:
     return _workspace(await visible_workspace(call, workspace))
-
-
-async def visible_workspace(call: Call, name: str) -> WorkspaceRow:
-    """The workspace ``name`` if the caller may see it; 404 otherwise."""
-    row = await get_workspace(call.gateway.services.database, name)
-    if row is None or not call.scope.sees(row.name):
-        raise not_found(f"no workspace {name!r}; GET /admin/v1/workspaces lists them")
-    return row
 
 
 def _workspace(row: WorkspaceRow) -> models.Workspace:
@@ -219,4 +180,31 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{WORKSPACE}/usage", usage_op,
               "Usage and spend from the ledger over a time range", models.Usage,
               query=models.UsageQuery),
+    Operation("GET", f"{WORKSPACE}/spend", spend.spend_op,
+              "Spend in the current UTC day or month, by model, key or day",
+              models.Spend, query=models.SpendQuery),
+    Operation("GET", f"{WORKSPACE}/audit/verify", audit.verify_audit_op,
+              "Verify the workspace's audit chain", models.AuditVerification),
+    Operation("GET", f"{WORKSPACE}/audit/export", audit.export_audit_op,
+              "Export audit records as JSON Lines, one record per line",
+              models.AuditRecordLine, query=models.AuditExportQuery,
+              media_type=NDJSON),
+    Operation("GET", f"{WORKSPACE}/retention", retention.get_retention_op,
+              "The audit retention policy that applies", models.RetentionPolicy),
+    Operation("PUT", f"{WORKSPACE}/retention", retention.set_retention_op,
+              "Store the workspace's retention policy (overrides its pipeline's)",
+              models.RetentionPolicy, body=models.RetentionSet),
+    Operation("DELETE", f"{WORKSPACE}/retention", retention.clear_retention_op,
+              "Remove the stored policy; the pipeline's applies again",
+              models.RetentionCleared),
+    Operation("GET", f"{WORKSPACE}/evals/runs", evals.list_runs_op,
+              "The workspace's evaluation runs, newest first",
+              models.EvaluationRunList, query=models.EvaluationRunsQuery),
+    Operation("GET", "/evals/compare", evals.compare_runs_op,
+              "Compare two evaluation runs request by request", models.Comparison,
+              query=models.CompareQuery),
+    Operation("GET", f"{WORKSPACE}/requests/{{request_id}}/evaluations",
+              evals.request_evaluations_op,
+              "Every evaluation of one request and its risk score",
+              models.RequestEvaluations),
 )  # fmt: skip
