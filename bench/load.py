@@ -48,11 +48,22 @@ def build_request(url: str, key: str | None, stream: bool, model: str) -> bytes:
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, float | None]:
-    """Read one response; return its status and when its first body byte came."""
+async def read_response(
+    reader: asyncio.StreamReader,
+) -> tuple[int, float | None, bool]:
+    """Read one response: its status, when its first body byte came, and
+    whether the server closes the connection after it."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     lines = head.lower().split(b"\r\n")
+    closing = b"connection: close" in lines
+    status_and_first = await _read_body(reader, status, lines)
+    return (*status_and_first, closing)
+
+
+async def _read_body(
+    reader: asyncio.StreamReader, status: int, lines: list[bytes]
+) -> tuple[int, float | None]:
     first_byte: float | None = None
     if any(line.startswith(b"transfer-encoding: chunked") for line in lines):
         while True:
@@ -87,13 +98,16 @@ async def connection(
             started = time.perf_counter()
             writer.write(request)
             try:
-                status, first_byte = await read_response(reader)
+                status, first_byte, closing = await read_response(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 tally.errors += 1
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
                 continue
             ended = time.perf_counter()
+            if closing:  # e.g. the server's keep-alive request limit
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
             tally.statuses[status] = tally.statuses.get(status, 0) + 1
             if status != 200:
                 tally.errors += 1

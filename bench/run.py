@@ -356,7 +356,9 @@ def measure_litellm(
         subprocess.run(
             [str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True
         )
+    master_key = f"sk-bench-{secrets.token_hex(16)}"
     config = {
+        "general_settings": {"master_key": master_key},
         "model_list": [
             {
                 "model_name": "bench-model",
@@ -366,7 +368,7 @@ def measure_litellm(
                     "api_key": "unused",
                 },
             }
-        ]
+        ],
     }
     (workdir / "litellm.yaml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -386,7 +388,7 @@ def measure_litellm(
         wait_http(f"http://127.0.0.1:{port}/health/liveliness", seconds=180)
         result = {
             "loads": run_loads(
-                f"http://127.0.0.1:{port}/v1/chat/completions", None, args
+                f"http://127.0.0.1:{port}/v1/chat/completions", master_key, args
             )
         }
         result["memory_after_loads"] = rss_mb(proc.pid)
@@ -421,6 +423,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"memory {info['memory_after_loads']}; "
                 f"sustained {info.get('sustained', 'not run')}"
             )
+    if "litellm_error" in results:
+        lines.append(f"- **LiteLLM** could not be measured: {results['litellm_error']}")
     if "litellm" in results and "full" in results:
         ours = results["full"]["loads"]
         theirs = results["litellm"]["loads"]
@@ -446,6 +450,11 @@ def _row(target: str, name: str, load_: dict[str, Any], direct: Any) -> str:
         f"{load_['p90_ms']:.2f} | {load_[p99]:.2f} | {overhead(p50)} | "
         f"{overhead(p99)} | {load_['errors']} |"
     )
+
+
+def render(path: Path) -> None:
+    """Rewrite the Markdown table from a results JSON file."""
+    path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
 
 
 def main() -> None:
@@ -486,7 +495,14 @@ def main() -> None:
                 mode_dir.mkdir()
                 results[mode] = measure_gateway(mode, upstream_port, args, mode_dir)
             if args.with_litellm:
-                results["litellm"] = measure_litellm(upstream_port, args, workdir)
+                try:
+                    results["litellm"] = measure_litellm(upstream_port, args, workdir)
+                except (RuntimeError, subprocess.CalledProcessError) as exc:
+                    log = workdir / "litellm.log"
+                    tail = (
+                        log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                    )
+                    results["litellm_error"] = f"{exc}\n{tail}"
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "latest.json").write_text(json.dumps(results, indent=2))
     (args.output / "latest.md").write_text(markdown(results))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 from sluicegate.core.admin_tokens import create_admin_token
-from sluicegate.core.commands.workspace import (
+from sluicegate.core.commands.output import (
     EXIT_FAILED,
     EXIT_OK,
+    database,
     emit_json,
     report,
 )
-from sluicegate.core.db.migrate import ready_database
 from sluicegate.core.errors import InvalidRequest, StorageError
 from sluicegate.core.settings import Settings
 
@@ -37,9 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def handle_create(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             row, token = await create_admin_token(db, args.workspace, args.name)
     except (InvalidRequest, StorageError) as exc:
         return report(exc, EXIT_FAILED)

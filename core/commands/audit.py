@@ -11,15 +11,15 @@ from typing import Any, TextIO
 
 from sluicegate.core.audit.export import Range, export_lines
 from sluicegate.core.audit.verify import ChainReport, verify
-from sluicegate.core.commands.workspace import (
+from sluicegate.core.commands.output import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    database,
     emit_json,
     emit_table,
     report,
 )
-from sluicegate.core.db.migrate import ready_database
 from sluicegate.core.errors import InvalidRequest, StorageError
 from sluicegate.core.settings import Settings
 
@@ -62,9 +62,7 @@ def _moment(text: str) -> datetime:
 
 async def handle_verify(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             reports = await verify(db, args.workspace)
     except InvalidRequest as exc:
         return report(exc, EXIT_USAGE)
@@ -106,9 +104,7 @@ async def handle_export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.output is not None:
             out = args.output.open("w", encoding="utf-8")
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             async for line in export_lines(db, wanted):
                 out.write(line + "\n")
     except InvalidRequest as exc:

@@ -11,14 +11,14 @@ import argparse
 from datetime import UTC, datetime
 
 from sluicegate.core.audit.erasure import erase_subject
-from sluicegate.core.commands.workspace import (
+from sluicegate.core.commands.output import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    database,
     emit_json,
     report,
 )
-from sluicegate.core.db.migrate import ready_database
 from sluicegate.core.errors import InvalidRequest, StorageError
 from sluicegate.core.settings import Settings
 
@@ -39,9 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def handle_erase(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             result = await erase_subject(
                 db, args.workspace, args.subject, datetime.now(UTC)
             )

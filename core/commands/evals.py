@@ -8,15 +8,15 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sluicegate.core.commands.workspace import (
+from sluicegate.core.commands.output import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    database,
     emit_json,
     emit_table,
     report,
 )
-from sluicegate.core.db.migrate import ready_database
 from sluicegate.core.errors import ConfigError, InvalidRequest, StorageError
 from sluicegate.core.evals.compare import Comparison, compare
 from sluicegate.core.evals.rerun import RerunReport, Selection, rerun
@@ -91,9 +91,7 @@ def _config(text: str) -> dict[str, Any]:
 
 async def handle_list(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             runs = await list_runs(db, args.evaluator, args.workspace)
     except StorageError as exc:
         return report(exc, EXIT_FAILED)
@@ -147,9 +145,7 @@ def _print_rerun(result: RerunReport) -> None:
 
 async def handle_compare(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             run_a, run_b = await get_run(db, args.run_a), await get_run(db, args.run_b)
             comparison = compare(
                 await run_results(db, run_a.id), await run_results(db, run_b.id)

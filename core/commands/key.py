@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sluicegate.core.commands.workspace import (
+from sluicegate.core.commands.output import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    database,
     emit_json,
     emit_table,
     report,
 )
-from sluicegate.core.db.migrate import ready_database
 from sluicegate.core.errors import InvalidRequest, StorageError
 from sluicegate.core.keys import (
     KeyRow,
@@ -66,9 +66,7 @@ async def handle_create(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidRequest as exc:
         return report(exc, EXIT_USAGE)
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             row, secret = await create_key(db, args.workspace, args.name)
     except (InvalidRequest, StorageError) as exc:
         return report(exc, EXIT_FAILED)
@@ -88,9 +86,7 @@ async def handle_create(args: argparse.Namespace, settings: Settings) -> int:
 
 async def handle_list(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             rows = await list_keys(db, args.workspace)
     except (InvalidRequest, StorageError) as exc:
         return report(exc, EXIT_FAILED)
@@ -115,9 +111,7 @@ async def handle_revoke(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidRequest as exc:
         return report(exc, EXIT_USAGE)
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             row = await revoke_key(db, args.key)
     except (InvalidRequest, StorageError) as exc:
         return report(exc, EXIT_FAILED)

@@ -20,15 +20,15 @@ from sluicegate.core.audit.policy import (
     validate_days,
 )
 from sluicegate.core.audit.retention import RetentionResult, run_retention
-from sluicegate.core.commands.workspace import (
+from sluicegate.core.commands.output import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    database,
     emit_json,
     emit_table,
     report,
 )
-from sluicegate.core.db.migrate import ready_database
 from sluicegate.core.errors import InvalidRequest, StorageError
 from sluicegate.core.settings import Settings
 
@@ -75,9 +75,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def handle_run(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             found = await policies(db, settings.pipelines_dir, args.workspace)
             results = await run_retention(db, found, datetime.now(UTC))
     except InvalidRequest as exc:
@@ -116,9 +114,7 @@ async def handle_set(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidRequest as exc:
         return report(exc, EXIT_USAGE)
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             policy = await set_policy(
                 db,
                 args.workspace,
@@ -139,9 +135,7 @@ async def handle_set(args: argparse.Namespace, settings: Settings) -> int:
 
 async def handle_clear(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             had = await clear_policy(db, args.workspace)
     except InvalidRequest as exc:
         return report(exc, EXIT_USAGE)
@@ -154,9 +148,7 @@ async def handle_clear(args: argparse.Namespace, settings: Settings) -> int:
 
 async def handle_show(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             found = await policies(db, settings.pipelines_dir, args.workspace)
     except InvalidRequest as exc:
         return report(exc, EXIT_USAGE)

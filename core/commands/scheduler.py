@@ -16,8 +16,8 @@ from taskiq import TaskiqScheduler
 from taskiq.api import run_scheduler_task
 from taskiq.schedule_sources import LabelScheduleSource
 
+from sluicegate.core.commands.output import EXIT_OK
 from sluicegate.core.commands.worker import until_stopped
-from sluicegate.core.commands.workspace import EXIT_OK
 from sluicegate.core.errors import InfrastructureError, StorageError
 from sluicegate.core.evals.periodic import PeriodicTask
 from sluicegate.core.services import Services, open_services

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 
 from sluicegate.core.budgets.report import spend
-from sluicegate.core.commands.workspace import (
+from sluicegate.core.commands.output import (
     EXIT_FAILED,
     EXIT_OK,
+    database,
     emit_json,
     emit_table,
     report,
 )
-from sluicegate.core.db.migrate import ready_database
 from sluicegate.core.errors import StorageError
 from sluicegate.core.settings import Settings
 
@@ -41,9 +41,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def handle_spend(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             rows = await spend(
                 db,
                 workspace=args.workspace,

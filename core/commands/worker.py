@@ -20,7 +20,7 @@ from typing import Any
 
 from taskiq.api import run_receiver_task
 
-from sluicegate.core.commands.workspace import EXIT_OK, EXIT_USAGE, report
+from sluicegate.core.commands.output import EXIT_OK, EXIT_USAGE, report
 from sluicegate.core.errors import ConfigError, Problem
 from sluicegate.core.evals.deferred import requeue_loop
 from sluicegate.core.evals.queue import EvalQueue

@@ -7,13 +7,17 @@ Also the small output helpers the data commands share (:func:`emit_json`,
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from sluicegate.core.db.migrate import ready_database
+from sluicegate.core.commands.output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    database,
+    emit_json,
+    emit_table,
+    report,
+)
 from sluicegate.core.errors import InvalidRequest, StorageError
 from sluicegate.core.settings import Settings
 from sluicegate.core.workspaces import (
@@ -22,8 +26,6 @@ from sluicegate.core.workspaces import (
     list_workspaces,
     validate_name,
 )
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,9 +56,7 @@ async def handle_create(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidRequest as exc:
         return report(exc, EXIT_USAGE)
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             row = await create_workspace(db, args.name)
     except (InvalidRequest, StorageError) as exc:
         return report(exc, EXIT_FAILED)
@@ -69,9 +69,7 @@ async def handle_create(args: argparse.Namespace, settings: Settings) -> int:
 
 async def handle_list(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        async with ready_database(
-            settings.database_url, auto_migrate=settings.uses_sqlite
-        ) as db:
+        async with database(settings) as db:
             rows = await list_workspaces(db)
     except (InvalidRequest, StorageError) as exc:
         return report(exc, EXIT_FAILED)
@@ -89,44 +87,3 @@ async def handle_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def workspace_json(row: WorkspaceRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "created_at": row.created_at}
-
-
-# -- output shared by the data commands ------------------------------------------
-
-
-def report(error: Exception, status: int) -> int:
-    """Print ``sluicegate: <message>`` to stderr; return ``status``."""
-    message = getattr(error, "message", None) or str(error)
-    print(f"sluicegate: {message}", file=sys.stderr)
-    return status
-
-
-def emit_json(value: Any) -> None:
-    """Print ``value`` as JSON (datetimes as ISO 8601)."""
-    print(json.dumps(value, default=_json_default, ensure_ascii=False))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def emit_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print rows as aligned columns under ``headers``."""
-    cells = [list(headers)] + [[_cell(value) for value in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        print(
-            "  ".join(
-                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-            ).rstrip()
-        )
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ", timespec="seconds")
-    return str(value)
