@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from sluicegate.core.context import Fate, Outcome, RequestContext
 from sluicegate.core.errors import (
@@ -43,17 +42,46 @@ class Run:
     finished: bool = False
 
     async def finish(self, outcome: Outcome) -> None:
-        """Record the outcome and run the after steps, exactly once."""
+        """Record the outcome and run the after steps, exactly once.
+
+        They run in a task of their own that the caller's cancellation cannot
+        reach: a server may cancel a hung-up request's task more than once,
+        and a second cancel breaks through a cancel scope's shield, which
+        would leak reservations and lose audit records.
+        """
         if self.finished:
             return
         self.finished = True
         self.ctx.outcome = outcome
-        with anyio.CancelScope(shield=True):
-            for stage in reversed(self.ran):
-                await self._after(stage)
-            self.pipeline.services.metrics.observe(self.ctx)
-            await self._completed()
-            await self.pipeline.release()
+        await asyncio.shield(self.pipeline.track(self._after_steps()))
+
+    async def finish_stream(
+        self, stream: AsyncIterator[bytes], outcome: Outcome
+    ) -> None:
+        """Close the provider's stream, then finish, out of the caller's reach.
+
+        A relay calls this from its ``finally``; awaiting the close there
+        directly would let a second cancellation skip the after steps.
+        """
+        ending = self._close_then_finish(stream, outcome)
+        await asyncio.shield(self.pipeline.track(ending))
+
+    async def _close_then_finish(
+        self, stream: AsyncIterator[bytes], outcome: Outcome
+    ) -> None:
+        try:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+        finally:
+            await self.finish(outcome)
+
+    async def _after_steps(self) -> None:
+        for stage in reversed(self.ran):
+            await self._after(stage)
+        self.pipeline.services.metrics.observe(self.ctx)
+        await self._completed()
+        await self.pipeline.release()
 
     async def _after(self, stage: Stage) -> None:
         try:
@@ -82,6 +110,7 @@ class Pipeline:
         ]
         self.active = 0
         self.retired = False
+        self.finishing: set[asyncio.Task[None]] = set()
         self._closing: asyncio.Task[None] | None = None
 
     async def admit(self, ctx: RequestContext) -> Run:
@@ -141,6 +170,13 @@ class Pipeline:
             models = stage.visible_models(models)
         return models
 
+    def track(self, steps: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a request's after steps as a task this pipeline keeps until done."""
+        task = asyncio.get_running_loop().create_task(steps)
+        self.finishing.add(task)
+        task.add_done_callback(self.finishing.discard)
+        return task
+
     async def release(self) -> None:
         """A request has finished; close a retired pipeline when none is left."""
         self.active -= 1
@@ -154,6 +190,10 @@ class Pipeline:
             self._closing = asyncio.get_running_loop().create_task(self.close())
 
     async def close(self) -> None:
+        """Wait for after steps still running, then close every stage."""
+        others = self.finishing - {asyncio.current_task()}
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
         for stage in self.stages:
             try:
                 await stage.close()

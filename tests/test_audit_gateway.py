@@ -152,6 +152,10 @@ def test_every_request_of_a_mixed_run_has_exactly_one_record(
         ids["cancelled"] = cancelled(client, upstream)
 
     found = wait_for_records(database_url, len(ids))
+    missing = sorted(
+        name for name, request_id in ids.items() if request_id not in found
+    )
+    assert missing == [], f"no record for {missing}:\n{process.log()[-3000:]}"
     assert sorted(found) == sorted(ids.values())
     fates = {name: found[request_id]["fate"] for name, request_id in ids.items()}
     assert fates == {

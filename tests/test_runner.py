@@ -3,6 +3,7 @@ that ran, denials and infrastructure failures as the stage's on_failure says."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -164,6 +165,45 @@ async def test_a_cancelled_request_still_runs_every_after_step() -> None:
         "after:b:cancelled",
         "after:a:cancelled",
     ]
+
+
+class SlowAfter(Stage):
+    """Its after step takes a while, so cancellations can arrive meanwhile."""
+
+    type_name = "slow_after"
+
+    async def after(self, ctx: RequestContext) -> None:
+        await anyio.sleep(0.2)
+        ctx.scratch.setdefault("log", []).append("after:slow")
+
+
+async def test_after_steps_survive_repeated_cancellation_of_the_request() -> None:
+    manager, _ = build_manager(Settings(plugins_autoload=False))
+    types = {"slow_after": SlowAfter, "answer": Answer}
+    spec = parse_pipeline(
+        {"stages": [{"type": "slow_after"}, {"type": "answer"}]}, types, source="t"
+    )
+    services = SimpleNamespace(manager=manager, metrics=Metrics())
+    stages = Pipeline(spec, services)  # type: ignore[arg-type]
+    ctx = context()
+    run = await stages.admit(ctx)
+
+    async def hang_up() -> None:
+        try:
+            await anyio.sleep_forever()
+        except BaseException:
+            await run.finish(Outcome(Fate.CANCELLED, 499))
+            raise
+
+    task = asyncio.get_running_loop().create_task(hang_up())
+    await anyio.sleep(0.01)
+    task.cancel()  # the client hangs up ...
+    await anyio.sleep(0.05)
+    task.cancel()  # ... and the server cancels the request's task once more
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await stages.close()  # waits for after steps still running
+    assert ctx.scratch["log"] == ["before:answer", "after:answer", "after:slow"]
 
 
 async def test_finishing_twice_runs_the_afters_once() -> None:

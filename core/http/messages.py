@@ -22,7 +22,6 @@ from sluicegate.core.errors import GatewayError, ModelNotFound, ProviderError
 from sluicegate.core.http.body import parse_body, read_body
 from sluicegate.core.http.gateway import Gateway
 from sluicegate.core.http.schemas import MessagesRequest
-from sluicegate.core.reliability.first_byte import close_stream
 from sluicegate.core.runner import Run
 from sluicegate.providers.anthropic_translate import anthropic_event_bytes
 
@@ -127,8 +126,7 @@ async def _relay(run: Run, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]
         outcome = Outcome(Fate.CANCELLED, 499, "cancelled")
         raise
     finally:
-        await close_stream(stream)
-        await run.finish(outcome)
+        await run.finish_stream(stream, outcome)
 
 
 def _headers(ctx: RequestContext) -> dict[str, str]:

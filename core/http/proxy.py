@@ -128,8 +128,7 @@ async def _relay(run: Run, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]
         outcome = Outcome(Fate.CANCELLED, 499, "cancelled")
         raise
     finally:
-        await _close_stream(stream)
-        await run.finish(outcome)
+        await run.finish_stream(stream, outcome)
 
 
 RELAY_TAPS = "relay_taps"
@@ -150,12 +149,6 @@ def _tapped(ctx: RequestContext, chunk: bytes) -> bytes:
     for tap in ctx.scratch.get(RELAY_TAPS, ()):
         tap(chunk)
     return chunk
-
-
-async def _close_stream(stream: AsyncIterator[bytes]) -> None:
-    close = getattr(stream, "aclose", None)
-    if close is not None:
-        await asyncio.shield(close())
 
 
 def _headers() -> dict[str, str]:
