@@ -44,6 +44,35 @@ STORAGE_RETRIES = 5
 Role = Literal["client", "worker"]
 
 
+def stream_name(settings: Settings) -> str:
+    """The Redis stream holding evaluation jobs."""
+    return f"{settings.redis_prefix}:evals"
+
+
+def group_name(settings: Settings) -> str:
+    """The consumer group of the workers reading that stream."""
+    return f"{settings.redis_prefix}:eval-workers"
+
+
+async def waiting_jobs(client: Any, settings: Settings) -> int:
+    """Jobs not yet delivered to a worker plus those delivered but not done.
+
+    A stream keeps acknowledged entries, so its length is no backlog; the
+    consumer group's ``lag`` and ``pending`` counts are.
+    """
+    stream = stream_name(settings)
+    if not await client.exists(stream):
+        return 0
+    for group in await client.xinfo_groups(stream):
+        if _text(group["name"]) == group_name(settings):
+            return int(group.get("lag") or 0) + int(group["pending"])
+    return int(await client.xlen(stream))  # no worker has ever read it
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class EvalQueue:
     """Queues evaluation jobs; in a worker, also runs them."""
 
@@ -125,12 +154,11 @@ def build_broker(settings: Settings, role: Role) -> AsyncBroker:
     if settings.redis_url is None:
         broker = InMemoryBroker(max_stored_results=1)
     else:
-        prefix = settings.redis_prefix
         connect, read = (0.5, 1.0) if role == "client" else (5.0, 30.0)
         broker = RedisStreamBroker(
             settings.redis_url,
-            queue_name=f"{prefix}:evals",
-            consumer_group_name=f"{prefix}:eval-workers",
+            queue_name=stream_name(settings),
+            consumer_group_name=group_name(settings),
             consumer_id="0",
             xread_block=1000,
             unacknowledged_lock_timeout=30.0,

@@ -21,6 +21,8 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 from quart import Blueprint, Response, current_app
 
+from sluicegate.core.errors import InfrastructureError
+from sluicegate.core.evals.queue import waiting_jobs
 from sluicegate.core.http.drain import EXTENSION as DRAIN
 from sluicegate.core.services import Services
 
@@ -36,10 +38,24 @@ async def scrape() -> Response:
     services: Services = current_app.extensions["sluicegate"].services
     gauges = services.metrics.observability
     gauges.audit_spool_bytes.set(spool_bytes(services.settings.spool_dir))
+    await _queue_depth(services)
     drain = current_app.extensions.get(DRAIN)
     gauges.draining.set(1 if drain is not None and drain.draining else 0)
     body = generate_latest(_registry(services))
     return Response(body, status=200, content_type=CONTENT_TYPE_LATEST)
+
+
+async def _queue_depth(services: Services) -> None:
+    """Evaluation jobs waiting in Redis (entries of the stream); the in-process
+    queue has no backlog to report."""
+    if services.redis is None:
+        return
+    settings = services.settings
+    try:
+        depth = await services.redis.call(lambda c: waiting_jobs(c, settings))
+    except InfrastructureError:
+        return  # Redis is down: /readyz says so; keep the last reading
+    services.metrics.observability.queue_depth.labels(queue="evals").set(depth)
 
 
 def _registry(services: Services) -> CollectorRegistry:
