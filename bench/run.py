@@ -214,12 +214,7 @@ def gateway_files(workdir: Path, upstream_port: int, mode: str) -> None:
     (workdir / "sluicegate.yaml").write_text(yaml.safe_dump(config))
     pipelines = workdir / "pipelines"
     pipelines.mkdir(exist_ok=True)
-    pipeline = (
-        full_pipeline()
-        if mode == "full"
-        else {"stages": [{"type": "auth"}, {"type": "route", "retries": 0}]}
-    )
-    (pipelines / "default.yaml").write_text(yaml.safe_dump(pipeline))
+    (pipelines / "default.yaml").write_text(yaml.safe_dump(pipeline_of(mode)))
 
 
 def create_database(mode: str, workdir: Path) -> str:
@@ -252,9 +247,12 @@ def provision(env: dict[str, str]) -> str:
     return str(created["key"])
 
 
-def measure_gateway(
-    mode: str, upstream_port: int, args: argparse.Namespace, workdir: Path
-) -> dict[str, Any]:
+@contextmanager
+def serving(
+    mode: str, upstream_port: int, workdir: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], int, str, float]]:
+    """A provisioned gateway in ``mode``: its process, port, API key and the
+    seconds from start to its first successful response."""
     gateway_files(workdir, upstream_port, mode)
     database_url = create_database(mode, workdir)
     env = {
@@ -280,40 +278,43 @@ def measure_gateway(
             sys.stderr.write(log.read_text(errors="replace")[-4000:])
             raise
         first = first_success(port, key)
-        result: dict[str, Any] = {
-            "start_to_first_response_s": round(
-                time.monotonic() - started if first else float("nan"), 2
-            )
-        }
-        result["loads"] = run_loads(
-            f"http://127.0.0.1:{port}/v1/chat/completions", key, args
-        )
+        to_first = time.monotonic() - started if first else float("nan")
+        yield proc, port, key, to_first
+
+
+def measure_gateway(
+    mode: str, upstream_port: int, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    with serving(mode, upstream_port, workdir) as (proc, port, key, to_first):
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        result: dict[str, Any] = {"start_to_first_response_s": round(to_first, 2)}
+        result["loads"] = run_loads(url, key, args)
         result["memory_after_loads"] = rss_mb(proc.pid)
         if args.sustain_seconds:
-            before = rss_mb(proc.pid)["rss_mb"]
-            sustained = load(
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                key,
-                8,
-                args.sustain_seconds,
-            )
-            after = rss_mb(proc.pid)
-            result["sustained"] = {
-                "seconds": args.sustain_seconds,
-                "rps": sustained["rps"],
-                "errors": sustained["errors"],
-                "rss_before_mb": before,
-                **after,
-            }
-    result["pipeline"] = [
-        stage["type"]
-        for stage in (
-            full_pipeline()
-            if mode == "full"
-            else {"stages": [{"type": "auth"}, {"type": "route"}]}
-        )["stages"]
-    ]
+            result["sustained"] = sustain(proc, url, key, args.sustain_seconds)
+    result["pipeline"] = [stage["type"] for stage in pipeline_of(mode)["stages"]]
     return result
+
+
+def sustain(
+    proc: subprocess.Popen[bytes], url: str, key: str, seconds: float
+) -> dict[str, Any]:
+    """Load at c=8 for ``seconds``; resident memory before and after (leaks)."""
+    before = rss_mb(proc.pid)["rss_mb"]
+    sustained = load(url, key, 8, seconds)
+    return {
+        "seconds": seconds,
+        "rps": sustained["rps"],
+        "errors": sustained["errors"],
+        "rss_before_mb": before,
+        **rss_mb(proc.pid),
+    }
+
+
+def pipeline_of(mode: str) -> dict[str, Any]:
+    if mode == "full":
+        return full_pipeline()
+    return {"stages": [{"type": "auth"}, {"type": "route", "retries": 0}]}
 
 
 def first_success(port: int, key: str) -> bool:

@@ -55,16 +55,34 @@ class Run:
         self.ctx.outcome = outcome
         await asyncio.shield(self.pipeline.track(self._after_steps()))
 
+    async def finish_answer(self, outcome: Outcome) -> None:
+        """Finish a whole answer that is about to be sent.
+
+        Its after steps run once it is sent, in a task the pipeline tracks (a
+        closing pipeline waits for them), unless a stage holds answers until
+        they ran (:attr:`Stage.holds_answers`).
+        """
+        if self.pipeline.holds_answers:
+            await self.finish(outcome)
+            return
+        if self.finished:
+            return
+        self.finished = True
+        self.ctx.outcome = outcome
+        self.pipeline.track(self._after_steps())
+
     async def finish_stream(
         self, stream: AsyncIterator[bytes], outcome: Outcome
     ) -> None:
         """Close the provider's stream, then finish, out of the caller's reach.
 
         A relay calls this from its ``finally``; awaiting the close there
-        directly would let a second cancellation skip the after steps.
+        directly would let a second cancellation skip the after steps.  The
+        stream's end waits for them only if a stage holds answers.
         """
-        ending = self._close_then_finish(stream, outcome)
-        await asyncio.shield(self.pipeline.track(ending))
+        ending = self.pipeline.track(self._close_then_finish(stream, outcome))
+        if self.pipeline.holds_answers:
+            await asyncio.shield(ending)
 
     async def _close_then_finish(
         self, stream: AsyncIterator[bytes], outcome: Outcome
@@ -108,6 +126,7 @@ class Pipeline:
         self.stages = [
             stage_type(config, services) for stage_type, config in spec.stages
         ]
+        self.holds_answers = any(stage.holds_answers for stage in self.stages)
         self.active = 0
         self.retired = False
         self.finishing: set[asyncio.Task[None]] = set()
@@ -174,8 +193,14 @@ class Pipeline:
         """Run a request's after steps as a task this pipeline keeps until done."""
         task = asyncio.get_running_loop().create_task(steps)
         self.finishing.add(task)
-        task.add_done_callback(self.finishing.discard)
+        gauge = self.services.metrics.observability.finishing
+        gauge.inc()
+        task.add_done_callback(self._tracked_done)
         return task
+
+    def _tracked_done(self, task: asyncio.Task[None]) -> None:
+        self.finishing.discard(task)
+        self.services.metrics.observability.finishing.dec()
 
     async def release(self) -> None:
         """A request has finished; close a retired pipeline when none is left."""

@@ -88,6 +88,17 @@ class Stage:
     def fails_open(self) -> bool:
         return bool(self.config.on_failure == "open")
 
+    @property
+    def holds_answers(self) -> bool:
+        """True if a whole answer may be sent only once the after steps ran.
+
+        By default a whole answer is sent first and the after steps run right
+        after it, off the client's latency; a stage whose after step is a
+        promise to the client (an audit record kept before the answer leaves)
+        says True.
+        """
+        return False
+
     async def before(self, ctx: RequestContext) -> Deny | None:
         """Run before the upstream call; ``None`` continues, a Deny stops."""
         return None

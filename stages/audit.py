@@ -8,8 +8,11 @@ after it, when the outcome, usage and cost are final.
 
 Its after-step returns once the record is kept: committed (in a batch with
 other requests' records), or fsync'd to the local spool while the database is
-unreachable.  A whole answer is therefore released only after its record is
-kept; a stream's record is kept when the stream ends.
+unreachable.  By default a whole answer is sent first and its record kept
+right after, off the client's latency; a gateway killed in between loses that
+record.  ``commit_before_response: true`` releases a whole answer only once its
+record is kept, for one database commit more per answer.  A stream's record is
+kept when the stream ends.
 
 ``on_failure`` defaults to ``open`` here: while the database is unreachable,
 requests are served and their records spooled.  ``closed`` refuses requests
@@ -52,6 +55,12 @@ class AuditConfig(StageConfig):
         description="Keep request and response bodies as sent (store), with "
         "personal data and secrets masked (redact), or only their hashes (hash).",
     )
+    commit_before_response: bool = Field(
+        default=False,
+        description="Send a whole answer only once its record is kept, so no "
+        "answer a client received can lack its record even if the gateway is "
+        "killed; adds a database commit to every answer's latency.",
+    )
     retention: RetentionConfig | None = Field(
         default=None,
         description="Days to keep payloads and records in the workspaces using "
@@ -71,6 +80,10 @@ class AuditStage(Stage):
     def __init__(self, config: AuditConfig, services: Services) -> None:
         super().__init__(config, services)
         self.writer = acquire(services)
+
+    @property
+    def holds_answers(self) -> bool:
+        return bool(self.config.commit_before_response)
 
     async def before(self, ctx: RequestContext) -> Deny | None:
         tap = ResponseTap(keep=self.config.payloads != "hash")

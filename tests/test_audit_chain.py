@@ -84,15 +84,30 @@ async def test_each_workspace_has_its_own_chain(database: Database) -> None:
     ]
 
 
-async def test_appending_a_stored_request_id_again_is_a_no_op(
+async def test_replaying_a_stored_request_id_is_a_no_op(
     database: Database,
 ) -> None:
     wid = await workspace_id(database)
     first = await append(database, [pending(wid, "r1"), pending(wid, "r1")])
-    again = await append(database, [pending(wid, "r1"), pending(wid, "r2")])
+    again = await append(
+        database, [pending(wid, "r1"), pending(wid, "r2")], replay=True
+    )
     assert [c.seq for c in first] == [1]
     assert [(c.pending.request_id, c.seq) for c in again] == [("r2", 2)]
     assert await database.fetch("SELECT count(*) AS n FROM audit_record") == [{"n": 2}]
+
+
+async def test_a_live_append_of_a_stored_request_id_is_refused_whole(
+    database: Database,
+) -> None:
+    """Live records skip the lookup; a duplicate (never minted by the gateway)
+    fails the transaction rather than leaving a gap in the chain."""
+    wid = await workspace_id(database)
+    await append(database, [pending(wid, "r1")])
+    with pytest.raises(Exception, match=r"(?i)unique"):
+        await append(database, [pending(wid, "r2"), pending(wid, "r1")])
+    rows = await database.fetch("SELECT request_id, seq FROM audit_record")
+    assert rows == [{"request_id": "r1", "seq": 1}]
 
 
 async def test_a_payload_is_stored_beside_its_record(database: Database) -> None:

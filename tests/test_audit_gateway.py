@@ -32,10 +32,12 @@ MESSAGES = [{"role": "user", "content": "Mail me at ada@example.com"}]
 WAIT_SECONDS = 20.0
 
 
-def pipeline(payloads: str = "hash") -> dict[str, Any]:
+def pipeline(payloads: str = "hash", hold: bool = True) -> dict[str, Any]:
+    """Audit, auth and route; ``hold`` keeps each record before its answer
+    leaves (``commit_before_response``), so tests read records at once."""
     return {
         "stages": [
-            {"type": "audit", "payloads": payloads},
+            {"type": "audit", "payloads": payloads, "commit_before_response": hold},
             {"type": "auth", "models": [PUBLIC_MODEL]},
             {"type": "route", "retries": 0},
         ]
@@ -189,6 +191,24 @@ def test_a_record_names_target_tokens_and_decisions(
         "detail": "mock/upstream-model",
     } in record["decisions"]
     assert record["seq"] == 1
+
+
+def test_by_default_a_record_is_kept_right_after_its_answer(
+    tmp_path: Path, database_url: str, upstream: FakeUpstream
+) -> None:
+    """Without ``commit_before_response`` the answer does not wait for the
+    commit; the record is there once the after steps have run."""
+    keys = provision(database_url, ["acme"])
+    pipelines = {"default": pipeline(hold=False)}
+    with GatewayProcess(
+        tmp_path, database_url, gateway_config(upstream), pipelines
+    ) as process:
+        with sdk(process, keys["acme"]) as client:
+            request_ids = [served(client) for _ in range(3)]
+        process.settle()
+        found = records(database_url)
+    assert sorted(found) == sorted(request_ids)
+    assert sorted(record["seq"] for record in found.values()) == [1, 2, 3]
 
 
 def test_the_record_hashes_the_exact_bodies_sent_and_received(

@@ -246,6 +246,7 @@ def test_a_refusal_names_the_budget_the_spend_and_the_reset(
                 messages=MESSAGES,  # type: ignore[arg-type]
                 max_tokens=5,
             )
+            await asyncio.to_thread(process.settle)
             with pytest.raises(openai.APIStatusError) as caught:
                 await client.chat.completions.create(
                     model=PUBLIC_MODEL,

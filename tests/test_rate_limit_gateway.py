@@ -207,7 +207,10 @@ def test_token_limits_count_the_real_usage_after_each_response(
     key = provision(sqlite_url, ["acme"])["acme"]
     pipeline = rate_limited({"scope": "workspace", "tokens": 60, "per": "minute"})
     with gateway(tmp_path, sqlite_url, upstream, pipeline, limiter_env) as process:
-        responses = [chat(process.base_url, key, max_tokens=20) for _ in range(4)]
+        responses = []
+        for _ in range(4):
+            responses.append(chat(process.base_url, key, max_tokens=20))
+            process.settle()  # the correction lands right after each answer
     assert [r.status_code for r in responses] == [200, 200, 200, 429]
     assert responses[2].headers["x-ratelimit-remaining-tokens"] == "7"
     assert responses[3].headers["x-ratelimit-remaining-tokens"] == "15"

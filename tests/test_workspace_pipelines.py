@@ -92,12 +92,19 @@ def test_the_strict_workspace_blocks_an_injection_the_lenient_one_serves(
     assert ask(process, keys["lenient"], INJECTION) == 200
 
 
+def ask_settled(process: GatewayProcess, key: str) -> int:
+    """Ask, then wait for the spend to settle, so the next ask sees it."""
+    status = ask(process, key, "Hello")
+    process.settle()
+    return status
+
+
 def test_only_the_strict_workspace_runs_out_of_budget(
     two_workspaces: tuple[GatewayProcess, dict[str, str]],
 ) -> None:
     process, keys = two_workspaces
-    strict = [ask(process, keys["strict"], "Hello") for _ in range(8)]
-    lenient = [ask(process, keys["lenient"], "Hello") for _ in range(8)]
+    strict = [ask_settled(process, keys["strict"]) for _ in range(8)]
+    lenient = [ask_settled(process, keys["lenient"]) for _ in range(8)]
     assert strict[0] == 200
     assert 402 in strict
     assert strict == sorted(strict)  # once refused, refused for the day

@@ -9,8 +9,10 @@ moves the heads, all in one transaction.  On PostgreSQL the lock is
 transaction the only writer.  So any number of processes may append at once
 and each chain stays gap-free.
 
-A record whose request id is already stored is skipped, which makes replaying
-a batch (after a crash, or from the spool) harmless.
+With ``replay=True`` a record whose request id is already stored is
+skipped, which makes replaying a batch (after a crash, or from the spool)
+harmless.  Live records skip that lookup: their request ids are minted by the
+gateway, so none can be stored yet.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ _PAYLOAD_COLUMNS = (
 )
 
 
-async def append(db: Database, records: Sequence[PendingRecord]) -> list[ChainedRecord]:
+async def append(
+    db: Database, records: Sequence[PendingRecord], *, replay: bool = False
+) -> list[ChainedRecord]:
     """Chain and store ``records``; return those newly stored, in chain order."""
     by_workspace: dict[int, dict[str, PendingRecord]] = {}
     for record in records:
@@ -43,15 +47,19 @@ async def append(db: Database, records: Sequence[PendingRecord]) -> list[Chained
     async with db.transaction():
         for workspace_id in sorted(by_workspace):
             batch = list(by_workspace[workspace_id].values())
-            appended += await _append_to(db, workspace_id, batch)
+            appended += await _append_to(db, workspace_id, batch, replay)
     return appended
 
 
 async def _append_to(
-    db: Database, workspace_id: int, records: list[PendingRecord]
+    db: Database, workspace_id: int, records: list[PendingRecord], replay: bool
 ) -> list[ChainedRecord]:
     seq, prev_hash = await _lock_head(db, workspace_id)
-    stored = await _stored_request_ids(db, [r.request_id for r in records])
+    stored = (
+        await _stored_request_ids(db, [r.request_id for r in records])
+        if replay
+        else set()
+    )
 
     chained: list[ChainedRecord] = []
     for record in records:
@@ -76,14 +84,12 @@ async def _append_to(
 
 
 async def _lock_head(db: Database, workspace_id: int) -> tuple[int, str]:
-    await db.fetch(
-        "INSERT INTO audit_chain_head (workspace_id) VALUES ({}) "
-        "ON CONFLICT (workspace_id) DO NOTHING",
-        workspace_id,
-    )
-    lock = " FOR UPDATE" if db.is_postgres else ""
+    """The workspace's head, created if missing and locked, in one statement:
+    the no-op update on conflict takes the row lock until the commit."""
     rows = await db.fetch(
-        f"SELECT seq, hash FROM audit_chain_head WHERE workspace_id = {{}}{lock}",
+        "INSERT INTO audit_chain_head (workspace_id) VALUES ({}) "
+        "ON CONFLICT (workspace_id) DO UPDATE SET seq = audit_chain_head.seq "
+        "RETURNING seq, hash",
         workspace_id,
     )
     return int(rows[0]["seq"]), str(rows[0]["hash"])

@@ -146,7 +146,9 @@ class AuditWriter:
         for entry in batch:
             _settle(entry.kept, None)
 
-    async def _commit(self, records: list[PendingRecord]) -> bool:
+    async def _commit(
+        self, records: list[PendingRecord], *, replay: bool = False
+    ) -> bool:
         """Append to the database; False (and degraded) if it cannot be reached."""
         # TODO(audit-poison): every driver error counts as "unreachable", so a
         # record the database refuses for good (a bug) stays in the spool and
@@ -157,7 +159,7 @@ class AuditWriter:
         )
         try:
             await asyncio.wait_for(
-                append(self.database, records), COMMIT_TIMEOUT_SECONDS
+                append(self.database, records, replay=replay), COMMIT_TIMEOUT_SECONDS
             )
         except unreachable as exc:
             if not self.degraded:
@@ -178,7 +180,8 @@ class AuditWriter:
         for path in self.spool.files():
             records = await asyncio.to_thread(self.spool.read, path)
             for start in range(0, len(records), self.batch_size):
-                if not await self._commit(records[start : start + self.batch_size]):
+                chunk = records[start : start + self.batch_size]
+                if not await self._commit(chunk, replay=True):
                     return
             await asyncio.to_thread(self.spool.done, path)
             log.info("replayed %d spooled audit records from %s", len(records), path)

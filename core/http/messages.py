@@ -20,6 +20,7 @@ from sluicegate.core.auth import authenticate
 from sluicegate.core.context import Fate, Outcome, RequestContext
 from sluicegate.core.errors import GatewayError, ModelNotFound, ProviderError
 from sluicegate.core.http.body import parse_body, read_body
+from sluicegate.core.http.client_ip import request_client_ip
 from sluicegate.core.http.gateway import Gateway
 from sluicegate.core.http.schemas import MessagesRequest
 from sluicegate.core.runner import Run
@@ -53,12 +54,13 @@ async def create_message() -> Response:
     response = ctx.response
     assert response is not None, "the pipeline validator requires a route stage"
     if response.stream is None:
-        await run.finish(Outcome(Fate.SERVED, response.status))
+        headers = _headers(ctx)
+        await run.finish_answer(Outcome(Fate.SERVED, response.status))
         return Response(
             orjson.dumps(response.body or {}),
             status=response.status,
             mimetype="application/json",
-            headers=_headers(ctx),
+            headers=headers,
         )
     streamed = Response(
         _relay(run, response.stream),
@@ -105,7 +107,7 @@ async def _context(gateway: Gateway) -> RequestContext:
         endpoint="messages",
         body=body,
         raw_body=raw,
-        client_ip=request.remote_addr or "",
+        client_ip=request_client_ip(request, services.settings),
         headers=headers,
         model=model,
         stream=bool(body.get("stream")),

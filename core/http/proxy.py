@@ -73,8 +73,9 @@ async def _proxy(endpoint: str, schema: type[BaseModel]) -> Response:
     response = ctx.response
     assert response is not None, "the pipeline validator requires a route stage"
     if response.stream is None:
-        await run.finish(Outcome(Fate.SERVED, response.status))
-        return _json(response.body or {}, response.status, _proxied_headers(ctx))
+        headers = _proxied_headers(ctx)
+        await run.finish_answer(Outcome(Fate.SERVED, response.status))
+        return _json(response.body or {}, response.status, headers)
     streamed = Response(
         _relay(run, response.stream),
         status=response.status,

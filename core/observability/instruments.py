@@ -134,6 +134,13 @@ class ObservabilityMetrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
+        self.finishing = Gauge(
+            "sluicegate_requests_finishing",
+            "Requests answered whose after steps (audit record, settlements, "
+            "evaluation jobs) are still running.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
         self.draining = Gauge(
             "sluicegate_draining",
             "1 while the process drains in-flight requests before it stops.",
