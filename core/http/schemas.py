@@ -3,13 +3,25 @@
 Only the fields the gateway relies on are typed (strictly: ``"stream": "yes"``
 is an error, not ``True``); every other field is passed to the provider as
 the client sent it, so new OpenAI parameters work without a gateway release.
+The fields the translation between the OpenAI and Anthropic shapes reads
+(content parts and blocks, tools, tool calls, ``stop``, ``metadata``) are
+typed too, so a wrong type there is a 400 naming the field, not a failure
+halfway through the pipeline.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 MAX_OUTPUT_TOKENS = 1_000_000
 """No model writes more; larger values are refused as mistakes."""
@@ -19,9 +31,44 @@ class _Passthrough(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
+class ImageUrl(_Passthrough):
+    url: StrictStr
+
+
+class ContentPart(_Passthrough):
+    """One part of a message's content: text, an image or another kind."""
+
+    type: StrictStr
+    text: StrictStr = ""
+    image_url: ImageUrl | None = None
+
+
+class FunctionCall(_Passthrough):
+    name: StrictStr
+    arguments: StrictStr | dict[str, Any] | None = None
+
+
+class ToolCall(_Passthrough):
+    id: StrictStr | None = None
+    function: FunctionCall | None = None
+
+
 class Message(_Passthrough):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: StrictStr | list[dict[str, Any]] | None = None
+    content: StrictStr | list[ContentPart] | None = None
+    name: StrictStr | None = None
+    tool_call_id: StrictStr | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class FunctionDefinition(_Passthrough):
+    name: StrictStr
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Passthrough):
+    function: FunctionDefinition | None = None
 
 
 class StreamOptions(_Passthrough):
@@ -41,6 +88,8 @@ class ChatCompletionRequest(_Passthrough):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     user: StrictStr | None = Field(default=None, max_length=256)
+    stop: StrictStr | list[StrictStr] | None = None
+    tools: list[Tool] | None = None
 
 
 class EmbeddingRequest(_Passthrough):
@@ -53,9 +102,41 @@ class EmbeddingRequest(_Passthrough):
     user: StrictStr | None = Field(default=None, max_length=256)
 
 
+class AnthropicBlock(_Passthrough):
+    """One content block of an Anthropic message: text, image, tool use or
+    result, or another kind."""
+
+    type: StrictStr
+    text: StrictStr = ""
+    source: dict[str, Any] | StrictStr | None = None
+    id: StrictStr | None = None
+    name: StrictStr | None = None
+    input: dict[str, Any] | None = None
+    tool_use_id: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _image_source_is_an_object(self) -> AnthropicBlock:
+        if self.type == "image" and not isinstance(self.source, dict):
+            raise ValueError(
+                "an image block's source must be an object such as "
+                '{"type": "base64", "media_type": "image/png", "data": "..."}'
+            )
+        return self
+
+
 class AnthropicMessage(_Passthrough):
     role: Literal["user", "assistant"]
-    content: StrictStr | list[dict[str, Any]]
+    content: StrictStr | list[AnthropicBlock]
+
+
+class AnthropicTool(_Passthrough):
+    name: StrictStr
+    description: StrictStr | None = None
+    input_schema: dict[str, Any] | None = None
+
+
+class AnthropicMetadata(_Passthrough):
+    user_id: StrictStr | None = None
 
 
 class MessagesRequest(_Passthrough):
@@ -64,8 +145,11 @@ class MessagesRequest(_Passthrough):
     model: StrictStr = Field(min_length=1, max_length=256)
     messages: list[AnthropicMessage] = Field(min_length=1)
     max_tokens: StrictInt = Field(ge=1, le=MAX_OUTPUT_TOKENS)
-    system: StrictStr | list[dict[str, Any]] | None = None
+    system: StrictStr | list[AnthropicBlock] | None = None
     stream: StrictBool = False
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop_sequences: list[StrictStr] | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: dict[str, Any] | None = None
+    metadata: AnthropicMetadata | None = None
