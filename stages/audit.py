@@ -18,6 +18,11 @@ kept when the stream ends.
 requests are served and their records spooled.  ``closed`` refuses requests
 (503 ``service_unavailable``) for as long as records cannot be committed.
 
+TODO(audit-in-flight): a request in flight when its gateway is killed (SIGKILL,
+a machine crash) gets no record, because the record is written when the
+request ends; a start-of-request journal entry would let the successor record
+it as ``interrupted`` (tests/test_faults_gateway_kill.py, strict xfail).
+
 TODO(audit-preflight): requests refused before the pipeline runs (an
 unparsable body, an unknown key, an unknown model) have no workspace pipeline
 and so no audit record; the proxy would have to audit them itself.

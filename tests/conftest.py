@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.databases",
     "tests.fixtures.redis",
     "tests.fixtures.gateway",
+    "tests.fixtures.throwaway",
 ]

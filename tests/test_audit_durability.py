@@ -8,7 +8,6 @@ one.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import openai
@@ -31,6 +29,7 @@ from tests.fixtures.gateway import (
     gateway_config,
     provision,
 )
+from tests.fixtures.throwaway import Cluster, postgres_bin
 from tests.test_audit_gateway import audit_rows, audit_verify, pipeline
 
 pytestmark = pytest.mark.postgres
@@ -38,49 +37,6 @@ pytestmark = pytest.mark.postgres
 MESSAGES = [{"role": "user", "content": "hello"}]
 KEEP_KEYS = {"SLUICEGATE_KEY_CACHE_SECONDS": "3600"}
 """The gateway must still recognise its key while the database is down."""
-
-
-def postgres_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found or shutil.which("runuser") is None:
-        pytest.skip(f"no PostgreSQL {name} or runuser on this machine")
-    return found[-1]
-
-
-@dataclass
-class Cluster:
-    """A private PostgreSQL server that a test may stop and start."""
-
-    directory: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def pg_ctl(self, *args: str) -> None:
-        subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                postgres_bin("pg_ctl"),
-                "-D",
-                str(self.directory / "data"),
-                *args,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
-        self.pg_ctl("start", "-w", "-o", options, "-l", str(self.directory / "log"))
-
-    def stop(self) -> None:
-        self.pg_ctl("stop", "-w", "-m", "fast")
 
 
 @pytest.fixture

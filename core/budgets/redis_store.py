@@ -18,19 +18,29 @@ settlement lands on a counter that is being rebuilt it is counted twice until
 the window ends (too much, never too little).  A settlement that cannot reach
 Redis is remembered, and the counter is raised to the ledger's sum at the
 next admission that reaches Redis again.
+
+A hold Redis may keep for a request that will never settle there (its
+settlement failed, or its admission timed out although Redis may still run
+it, as a paused server does when it resumes) is remembered too and released
+at that same admission, instead of waiting out ``hold_seconds``.  The ledger
+row is written through :class:`~.ledger_writer.LedgerWriter`, which never
+holds a settlement for longer than its timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from redis.commands.core import AsyncScript
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sluicegate.core.budgets import ledger
 from sluicegate.core.budgets.ledger import Entry
+from sluicegate.core.budgets.ledger_writer import LedgerWriter
 from sluicegate.core.budgets.store import Claim, Refusal
 from sluicegate.core.errors import InfrastructureError, StorageError
 
@@ -51,6 +61,10 @@ MAX_CONCURRENT_CALLS = 16
 queues here, untimed, instead of opening a connection each and timing out
 together under the guard's short timeout; one script takes well under a
 millisecond, so the queue drains fast."""
+MAX_UNRELEASED = 10_000
+"""Requests whose holds are remembered for release at most; beyond, the oldest
+is forgotten and its holds expire after ``hold_seconds``."""
+RELEASES_PER_CALL = 500
 _PURGE = """
 local function purge(c, e, now)
   local expired = redis.call('ZRANGEBYSCORE', e, '-inf', now)
@@ -143,6 +157,10 @@ class RedisBudgetStore:
         self.database = database
         self.stale: set[Counter] = set()
         """Counters whose settlement could not reach Redis."""
+        self.unreleased: dict[str, list[Counter]] = {}
+        """Requests whose holds Redis may keep although they will never settle
+        there, with the counters they hold."""
+        self.ledger_writer = LedgerWriter(database)
         self._calls = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
         self._rebuilding = asyncio.Lock()
         self._reserve = AsyncScript(guard.client, RESERVE)
@@ -159,9 +177,14 @@ class RedisBudgetStore:
             args += [claim.counter.limit, claim.amount, _expire_at(claim.counter)]
 
         for _ in range(len(claims) + 1):
-            status, index, spent, reserved, expired = await self._run(
-                self._reserve, keys, args
-            )
+            try:
+                status, index, spent, reserved, expired = await self._run(
+                    self._reserve, keys, args
+                )
+            except InfrastructureError as exc:
+                if _maybe_ran(exc):
+                    self._remember(request_id, [claim.counter for claim in claims])
+                raise
             if expired:
                 log.info("released %d expired budget holds", expired)
             if status == b"ok":
@@ -178,7 +201,7 @@ class RedisBudgetStore:
         self, request_id: str, charges: list[Claim], entry: Entry | None
     ) -> None:
         if entry is not None:
-            await _write_ledger(self.database, entry)
+            await self.ledger_writer.write(entry)
         keys = [key for charge in charges for key in self._keys(charge.counter)]
         args: list[Any] = [request_id]
         for charge in charges:
@@ -187,6 +210,7 @@ class RedisBudgetStore:
             await self._run(self._settle, keys, args)
         except InfrastructureError:
             self.stale.update(charge.counter for charge in charges)
+            self._remember(request_id, [charge.counter for charge in charges])
             raise
 
     async def _rebuild(self, counter: Counter, *, stale: bool = False) -> None:
@@ -212,7 +236,8 @@ class RedisBudgetStore:
             log.info("budget counter %s rebuilt from the ledger", counter.key)
 
     async def _catch_up(self) -> None:
-        """Raise counters whose settlement missed Redis to the ledger's sum."""
+        """Raise counters whose settlement missed Redis to the ledger's sum,
+        and release the holds of requests that will never settle on Redis."""
         while self.stale:
             counter = self.stale.pop()
             try:
@@ -220,6 +245,43 @@ class RedisBudgetStore:
             except InfrastructureError:
                 self.stale.add(counter)
                 raise
+        if self.unreleased:
+            try:
+                await self._release()
+            except InfrastructureError as exc:
+                log.info("budget holds not released yet: %s", exc)
+
+    def _remember(self, request_id: str, counters: list[Counter]) -> None:
+        if len(self.unreleased) >= MAX_UNRELEASED:
+            forgotten = next(iter(self.unreleased))
+            del self.unreleased[forgotten]
+            log.warning(
+                "too many budget holds wait for Redis; those of request %s "
+                "expire after hold_seconds instead",
+                forgotten,
+            )
+        self.unreleased[request_id] = counters
+
+    async def _release(self) -> None:
+        """Settle remembered requests at nothing: their holds go, spend stays;
+        on failure they wait for the next try."""
+        batch = dict(itertools.islice(self.unreleased.items(), RELEASES_PER_CALL))
+
+        async def call(client: aioredis.Redis) -> Any:
+            pipeline = client.pipeline(transaction=False)
+            for request_id, counters in batch.items():
+                keys = [key for counter in counters for key in self._keys(counter)]
+                args: list[Any] = [request_id]
+                for counter in counters:
+                    args += [0, _expire_at(counter)]
+                await self._settle(keys=keys, args=args, client=pipeline)
+            return await pipeline.execute()
+
+        async with self._calls:
+            await self.guard.call(call)
+        for request_id in batch:
+            self.unreleased.pop(request_id, None)
+        log.info("released the budget holds of %d requests", len(batch))
 
     # TODO(redis-cluster): keys are not hash-tagged; a request's counters may
     # live on different cluster slots and the script would be refused.
@@ -247,18 +309,10 @@ class RedisBudgetStore:
             return await self.guard.call(call)
 
 
-# TODO(ledger-spool): a row that cannot be written while the database is down
-# is lost from the ledger (the Redis counter still counts it until the window
-# ends); spool it to disk like the audit writer does.
-async def _write_ledger(database: Database, entry: Entry) -> None:
-    """Write the ledger row; a database outage is logged, not raised, so the
-    counters still learn the spend."""
-    try:
-        await ledger.record(database, entry)
-    except StorageError:
-        log.exception(
-            "the ledger row of request %s could not be written", entry.request_id
-        )
+def _maybe_ran(exc: InfrastructureError) -> bool:
+    """Whether a failed call may still have run in Redis: it was sent and its
+    answer did not come in time (a call the guard skipped was never sent)."""
+    return isinstance(exc.__cause__, TimeoutError | RedisTimeoutError)
 
 
 def _expire_at(counter: Counter) -> int:

@@ -39,6 +39,9 @@ LOCK_CLASS = 0x5347
 two-integer key space never meets the one-bigint keys of migrations."""
 
 
+# TODO(ledger-lock): no statement here has a timeout, so while the usage table
+# is locked (or the database hangs) admissions and settlements on this store
+# wait as long; the Redis store bounds its ledger writes (ledger_writer.py).
 class SqlBudgetStore:
     """Holds in ``budget_hold``, spend in the usage ledger; see the docstring."""
 

@@ -16,17 +16,34 @@ Redis so that every gateway process shares one exact count:
 
 Every call goes through :class:`~sluicegate.core.redis_guard.RedisGuard`
 (short timeout, breaker); a failure raises InfrastructureError.
+
+A concurrency slot Redis may keep for a request that will never settle there
+(its settlement failed, or its admission timed out although Redis may still
+run it, as a paused server does when it resumes) is remembered and released
+at the next admission that reaches Redis, instead of at the end of its lease.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+import redis.asyncio as aioredis
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sluicegate.core.errors import InfrastructureError
 from sluicegate.core.limits.spec import Check, Standing, Verdict
 from sluicegate.core.redis_guard import RedisGuard
 
+log = logging.getLogger(__name__)
+
 FIELDS_PER_CHECK = 4
+MAX_UNRELEASED = 10_000
+"""Requests whose slots are remembered for release at most; beyond, the oldest
+is forgotten and its slots free themselves when their lease ends."""
+RELEASES_PER_CALL = 500
 
 _SHARED_LUA = """
 local function weight_of(member)
@@ -207,12 +224,22 @@ class RedisLimiter:
         self.guard = guard
         self._admit = guard.client.register_script(ADMIT_LUA)
         self._settle = guard.client.register_script(SETTLE_LUA)
+        self.unreleased: dict[str, list[str]] = {}
+        """Requests whose concurrency slots Redis may keep although they will
+        never settle there, with the keys of those slots."""
 
     async def admit(self, request_id: str, checks: Sequence[Check]) -> Verdict:
         keys, args = _arguments(request_id, checks, _admission_fields)
-        raw: list[Any] = await self.guard.call(
-            lambda client: self._admit(keys=keys, args=args, client=client)
-        )
+        try:
+            raw: list[Any] = await self.guard.call(
+                lambda client: self._admit(keys=keys, args=args, client=client)
+            )
+        except InfrastructureError as exc:
+            if isinstance(exc.__cause__, TimeoutError | RedisTimeoutError):
+                self._remember(request_id, checks)
+            raise
+        if self.unreleased:
+            await self._release()
         return _verdict(checks, raw)
 
     async def settle(
@@ -224,9 +251,47 @@ class RedisLimiter:
         keys, args = _arguments(
             request_id, chosen, lambda check: _settle_fields(check, tokens)
         )
-        await self.guard.call(
-            lambda client: self._settle(keys=keys, args=args, client=client)
-        )
+        try:
+            await self.guard.call(
+                lambda client: self._settle(keys=keys, args=args, client=client)
+            )
+        except InfrastructureError:
+            self._remember(request_id, checks)
+            raise
+
+    def _remember(self, request_id: str, checks: Sequence[Check]) -> None:
+        slots = [check.key for check in checks if check.unit == "concurrent"]
+        if not slots:
+            return
+        if len(self.unreleased) >= MAX_UNRELEASED:
+            forgotten = next(iter(self.unreleased))
+            del self.unreleased[forgotten]
+            log.warning(
+                "too many concurrency slots wait for Redis; those of request %s "
+                "free themselves when their lease ends",
+                forgotten,
+            )
+        self.unreleased[request_id] = slots
+
+    async def _release(self) -> None:
+        """Remove remembered slots; on failure they wait for the next try."""
+        batch = dict(itertools.islice(self.unreleased.items(), RELEASES_PER_CALL))
+
+        def call(client: aioredis.Redis) -> Any:
+            pipeline = client.pipeline(transaction=False)
+            for request_id, slots in batch.items():
+                for key in slots:
+                    pipeline.zrem(key, request_id)
+            return pipeline.execute()
+
+        try:
+            await self.guard.call(call)
+        except InfrastructureError as exc:
+            log.info("concurrency slots not released yet: %s", exc)
+            return
+        for request_id in batch:
+            self.unreleased.pop(request_id, None)
+        log.info("released the concurrency slots of %d requests", len(batch))
 
 
 def _arguments(
