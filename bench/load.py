@@ -7,16 +7,23 @@ the client far cheaper than the servers it measures.
 
     python bench/load.py --url http://127.0.0.1:8080/v1/chat/completions \\
         --key sg-... --concurrency 8 --seconds 10 [--stream]
+
+``--keys-file`` (one API key a line) sends each request with the next key of
+the file, round robin, instead of one ``--key``: with more keys than
+requests, no key is presented twice.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 BODY = {
@@ -32,6 +39,8 @@ class Tally:
     first_bytes: list[float] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    broken: dict[str, int] = field(default_factory=dict)
+    """Connections that broke, by what broke them (after how many requests)."""
 
 
 def build_request(url: str, key: str | None, stream: bool, model: str) -> bytes:
@@ -90,22 +99,29 @@ async def _read_body(
 
 
 async def connection(
-    host: str, port: int, request: bytes, until: float, tally: Tally
+    host: str, port: int, requests: Iterator[bytes], until: float, tally: Tally
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
+    served = 0
     try:
         while time.perf_counter() < until:
+            request = next(requests)
             started = time.perf_counter()
+            served += 1
             writer.write(request)
             try:
                 status, first_byte, closing = await read_response(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 tally.errors += 1
+                kind = f"{type(exc).__name__} after {served} requests"
+                tally.broken[kind] = tally.broken.get(kind, 0) + 1
+                served = 0
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
                 continue
             ended = time.perf_counter()
             if closing:  # e.g. the server's keep-alive request limit
+                served = 0
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
             tally.statuses[status] = tally.statuses.get(status, 0) + 1
@@ -127,9 +143,20 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index] * 1000.0
 
 
+def request_cycle(args: argparse.Namespace) -> Iterator[bytes]:
+    """The requests to send, endlessly: one per key of ``--keys-file``, in
+    turn, or the one request of ``--key``."""
+    keys: list[str | None] = [args.key]
+    if args.keys_file:
+        keys = list(Path(args.keys_file).read_text().split())
+    return itertools.cycle(
+        [build_request(args.url, key, args.stream, args.model) for key in keys]
+    )
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     parts = urlsplit(args.url)
-    request = build_request(args.url, args.key, args.stream, args.model)
+    requests = request_cycle(args)
     tally = Tally()
     warm_until = time.perf_counter() + args.warmup
     await asyncio.gather(
@@ -137,7 +164,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             connection(
                 parts.hostname or "127.0.0.1",
                 parts.port or 80,
-                request,
+                requests,
                 warm_until,
                 Tally(),
             )
@@ -149,7 +176,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     await asyncio.gather(
         *(
             connection(
-                parts.hostname or "127.0.0.1", parts.port or 80, request, until, tally
+                parts.hostname or "127.0.0.1", parts.port or 80, requests, until, tally
             )
             for _ in range(args.concurrency)
         )
@@ -159,6 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "requests": len(tally.latencies),
         "errors": tally.errors,
         "statuses": tally.statuses,
+        "broken_connections": tally.broken,
         "rps": len(tally.latencies) / elapsed,
         "p50_ms": percentile(tally.latencies, 0.50),
         "p90_ms": percentile(tally.latencies, 0.90),
@@ -175,6 +203,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--key")
+    parser.add_argument("--keys-file", help="one API key a line, used in turn")
     parser.add_argument("--model", default="bench-model")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)

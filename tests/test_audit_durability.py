@@ -68,24 +68,7 @@ def cluster() -> Iterator[Cluster]:
     try:
         yield server
     finally:
-        subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                postgres_bin("pg_ctl"),
-                "-D",
-                str(directory / "data"),
-                "stop",
-                "-m",
-                "immediate",
-            ],
-            capture_output=True,
-            check=False,
-            timeout=60,
-        )
-        shutil.rmtree(directory, ignore_errors=True)
+        server.remove()
 
 
 def ask(process: GatewayProcess, key: str, count: int) -> None:

@@ -7,15 +7,13 @@ gateway is serving, and starts it again on the same port.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.fakes.upstream import FakeUpstream
-from tests.fixtures.gateway import PUBLIC_MODEL, GatewayProcess, free_port, provision
+from tests.fixtures.gateway import PUBLIC_MODEL, GatewayProcess, provision
 from tests.fixtures.gateway import gateway_config as config_for
 from tests.fixtures.throwaway import RedisServer
 from tests.test_rate_limit_gateway import MESSAGES, rate_limited
@@ -23,16 +21,6 @@ from tests.test_rate_limit_gateway import MESSAGES, rate_limited
 BOUND_SECONDS = 2.0
 """No request may take this long: the Redis timeout is 0.25 s."""
 RECOVERY_SECONDS = 20.0
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def serve(
@@ -88,39 +76,39 @@ def wait_for_redis(process: GatewayProcess) -> None:
 
 
 def test_fail_open_falls_back_to_per_process_limits_and_recovers(
-    tmp_path: Path, upstream: FakeUpstream, own_redis: RedisServer
+    tmp_path: Path, upstream: FakeUpstream, throwaway_redis: RedisServer
 ) -> None:
-    process, key = serve(tmp_path, upstream, own_redis, on_failure="open")
+    process, key = serve(tmp_path, upstream, throwaway_redis, on_failure="open")
     with process:
         assert statuses(timed(process, key, 5)) == [200, 200, 200, 200, 429]
 
-        own_redis.kill()
+        throwaway_redis.kill()
         assert statuses(timed(process, key, 5)) == [200, 200, 429, 429, 429]
         degraded = readiness(process)["rate_limit"]
         assert degraded["status"] == "degraded"
         assert degraded["mode"] == "per-process"
         assert degraded["fail_open_admissions"] == 2
 
-        own_redis.start()
+        throwaway_redis.start()
         wait_for_redis(process)
         assert statuses(timed(process, key, 5)) == [200, 200, 200, 200, 429]
         assert readiness(process)["rate_limit"] == {"status": "ok", "mode": "redis"}
 
 
 def test_fail_closed_answers_503_while_redis_is_down_and_recovers(
-    tmp_path: Path, upstream: FakeUpstream, own_redis: RedisServer
+    tmp_path: Path, upstream: FakeUpstream, throwaway_redis: RedisServer
 ) -> None:
-    process, key = serve(tmp_path, upstream, own_redis, on_failure="closed")
+    process, key = serve(tmp_path, upstream, throwaway_redis, on_failure="closed")
     with process:
         assert statuses(timed(process, key, 1)) == [200]
 
-        own_redis.kill()
+        throwaway_redis.kill()
         assert statuses(timed(process, key, 4)) == [503, 503, 503, 503]
         degraded = readiness(process)["rate_limit"]
         assert degraded["mode"] == "failing closed"
         assert degraded["fail_closed_refusals"] == 4
 
-        own_redis.start()
+        throwaway_redis.start()
         wait_for_redis(process)
         assert statuses(timed(process, key, 4)) == [200, 200, 200, 200]
         assert upstream.calls == 5
