@@ -41,7 +41,7 @@ from sluicegate.core.audit.capture import ResponseTap, request_record
 from sluicegate.core.audit.policy import RetentionConfig
 from sluicegate.core.audit.writer import acquire, release
 from sluicegate.core.errors import InfrastructureError
-from sluicegate.core.http.proxy import RELAY_TAPS
+from sluicegate.core.http.passage import RELAY_TAPS
 from sluicegate.core.stage import Deny, Stage, StageConfig
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from sluicegate.core.evals.bound import EvaluatorSpec, bind
 from sluicegate.core.evals.deferred import submit
 from sluicegate.core.evals.jobs import EvalJob
 from sluicegate.core.evals.text import body_text, prompt_text, response_text
-from sluicegate.core.http.proxy import RELAY_TAPS
+from sluicegate.core.http.passage import RELAY_TAPS
 from sluicegate.core.stage import Deny, Stage, StageConfig
 
 if TYPE_CHECKING:

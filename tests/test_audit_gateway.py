@@ -211,16 +211,25 @@ def test_by_default_a_record_is_kept_right_after_its_answer(
     assert sorted(record["seq"] for record in found.values()) == [1, 2, 3]
 
 
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [("/v1/chat/completions", {}), ("/v1/messages", {"max_tokens": 16})],
+    ids=["chat", "messages"],
+)
 def test_the_record_hashes_the_exact_bodies_sent_and_received(
-    audited: tuple[GatewayProcess, str], database_url: str
+    audited: tuple[GatewayProcess, str],
+    database_url: str,
+    path: str,
+    extra: dict[str, Any],
 ) -> None:
+    """On both routes: the stream's bytes as the client got them are hashed."""
     process, key = audited
     body = json.dumps(
-        {"model": PUBLIC_MODEL, "messages": MESSAGES, "stream": True}
+        {"model": PUBLIC_MODEL, "messages": MESSAGES, "stream": True, **extra}
     ).encode()
     with httpx.stream(
         "POST",
-        f"{process.base_url}/v1/chat/completions",
+        f"{process.base_url}{path}",
         content=body,
         headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
     ) as response:

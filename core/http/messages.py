@@ -10,20 +10,19 @@ target, or translated to an OpenAI-compatible one.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-
 import orjson
-from quart import Blueprint, Response, current_app, g, request
+from quart import Blueprint, Response, current_app, g
 
-from sluicegate.core.auth import authenticate
-from sluicegate.core.context import Fate, Outcome, RequestContext
-from sluicegate.core.errors import GatewayError, ModelNotFound, ProviderError
-from sluicegate.core.http.body import parse_body, read_body
-from sluicegate.core.http.client_ip import request_client_ip
+from sluicegate.core.context import Fate, Outcome
+from sluicegate.core.errors import GatewayError, ProviderError
 from sluicegate.core.http.gateway import Gateway
+from sluicegate.core.http.passage import (
+    admitted,
+    relay,
+    request_context,
+    response_headers,
+)
 from sluicegate.core.http.schemas import MessagesRequest
-from sluicegate.core.runner import Run
 from sluicegate.providers.anthropic_translate import anthropic_event_bytes
 
 messages = Blueprint("messages", __name__)
@@ -45,17 +44,12 @@ ERROR_TYPES = {
 @messages.post("/v1/messages")
 async def create_message() -> Response:
     gateway: Gateway = current_app.extensions["sluicegate"]
-    ctx = await _context(gateway)
-    pipeline = gateway.pipelines.get(ctx.principal.workspace)
-    try:
-        run = await pipeline.admit(ctx)
-    except GatewayError as error:
-        error.headers = {**ctx.response_headers, **error.headers}
-        raise
+    ctx = await request_context(gateway, "messages", MessagesRequest)
+    run = await admitted(gateway, ctx)
     response = ctx.response
     assert response is not None, "the pipeline validator requires a route stage"
+    headers = response_headers(ctx)
     if response.stream is None:
-        headers = _headers(ctx)
         await run.finish_answer(Outcome(Fate.SERVED, response.status))
         return Response(
             orjson.dumps(response.body or {}),
@@ -64,9 +58,9 @@ async def create_message() -> Response:
             headers=headers,
         )
     streamed = Response(
-        _relay(run, response.stream),
+        relay(run, response.stream, _broken),
         mimetype="text/event-stream",
-        headers=_headers(ctx),
+        headers=headers,
     )
     streamed.headers["cache-control"] = "no-cache"
     streamed.timeout = None
@@ -90,52 +84,6 @@ def error_body(error: GatewayError) -> bytes:
     return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
 
 
-async def _context(gateway: Gateway) -> RequestContext:
-    services = gateway.services
-    raw = await read_body(request, services.settings.max_body_bytes)
-    body = parse_body(raw, MessagesRequest)
-    headers = {name.lower(): value for name, value in request.headers.items()}
-    principal = await authenticate(headers, services)
-    model = body["model"]
-    if model not in services.config.models:
-        raise ModelNotFound(
-            f"model {model!r} has no route; GET /v1/models lists the models "
-            "this key may use"
-        )
-    return RequestContext(
-        request_id=g.request_id,
-        principal=principal,
-        endpoint="messages",
-        body=body,
-        raw_body=raw,
-        client_ip=request_client_ip(request, services.settings),
-        headers=headers,
-        model=model,
-        stream=bool(body.get("stream")),
-        started=g.started,
-    )
-
-
-async def _relay(run: Run, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    outcome = Outcome(Fate.SERVED, 200)
-    try:
-        async for chunk in stream:
-            yield chunk
-    except ProviderError as exc:
-        outcome = Outcome(Fate.TRUNCATED, 502, "upstream_error")
-        error = {"type": "api_error", "message": f"the stream broke off: {exc}"}
-        yield anthropic_event_bytes("error", {"error": error})
-    except (asyncio.CancelledError, GeneratorExit):
-        outcome = Outcome(Fate.CANCELLED, 499, "cancelled")
-        raise
-    finally:
-        await run.finish_stream(stream, outcome)
-
-
-def _headers(ctx: RequestContext) -> dict[str, str]:
-    headers = {**ctx.response_headers}
-    headers["x-sluicegate-overhead-ms"] = f"{ctx.overhead_ms():.2f}"
-    if ctx.response is not None:
-        headers["x-sluicegate-target"] = ctx.response.target
-        headers.update(ctx.response.headers)
-    return headers
+def _broken(error: ProviderError) -> bytes:
+    event = {"type": "api_error", "message": f"the stream broke off: {error}"}
+    return anthropic_event_bytes("error", {"error": event})

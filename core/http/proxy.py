@@ -1,32 +1,34 @@
 """The OpenAI-compatible proxy routes: chat completions, embeddings, models.
 
 A proxied request is read and validated, authenticated, then run through its
-workspace's pipeline.  A whole answer is sent after the after-steps ran; a
-stream is relayed chunk by chunk and the after-steps run when it ends.
+workspace's pipeline (:mod:`.passage`, shared with ``/v1/messages``).  A whole
+answer is sent, then the after-steps run (before it, if a stage holds
+answers); a stream is relayed chunk by chunk and the after-steps run when it
+ends.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from quart import Blueprint, Response, current_app, g, request
+from quart import Blueprint, Response, current_app
 
 from sluicegate.core.auth import authenticate
 from sluicegate.core.budgets.stream import STRIP_USAGE_EVENT, WithoutUsageEvent
 from sluicegate.core.context import Fate, Outcome, RequestContext
-from sluicegate.core.errors import GatewayError, ModelNotFound, ProviderError
-from sluicegate.core.http.body import parse_body, read_body
-from sluicegate.core.http.client_ip import request_client_ip
+from sluicegate.core.errors import ProviderError
 from sluicegate.core.http.gateway import Gateway
+from sluicegate.core.http.passage import (
+    admitted,
+    relay,
+    request_context,
+    request_headers,
+    response_headers,
+)
 from sluicegate.core.http.schemas import ChatCompletionRequest, EmbeddingRequest
-from sluicegate.core.logs import workspace_var
-from sluicegate.core.observability.instruments import FIRST_CHUNK_AT, OVERHEAD_SECONDS
-from sluicegate.core.runner import Run
 from sluicegate.providers.sse import error_event
 
 proxy = Blueprint("proxy", __name__)
@@ -50,7 +52,7 @@ async def embeddings() -> Response:
 @proxy.get("/v1/models")
 async def models() -> Response:
     gateway = _gateway()
-    principal = await authenticate(_headers(), gateway.services)
+    principal = await authenticate(request_headers(), gateway.services)
     pipeline = gateway.pipelines.get(principal.workspace)
     names = pipeline.visible_models(sorted(gateway.services.config.models))
     created = int(gateway.services.started_at)
@@ -63,78 +65,28 @@ async def models() -> Response:
 
 async def _proxy(endpoint: str, schema: type[BaseModel]) -> Response:
     gateway = _gateway()
-    ctx = await _context(gateway, endpoint, schema)
-    pipeline = gateway.pipelines.get(ctx.principal.workspace)
-    try:
-        run = await pipeline.admit(ctx)
-    except GatewayError as error:
-        error.headers = {**ctx.response_headers, **error.headers}
-        raise
+    ctx = await request_context(gateway, endpoint, schema)
+    run = await admitted(gateway, ctx)
     response = ctx.response
     assert response is not None, "the pipeline validator requires a route stage"
+    headers = response_headers(ctx)
     if response.stream is None:
-        headers = _proxied_headers(ctx)
         await run.finish_answer(Outcome(Fate.SERVED, response.status))
         return _json(response.body or {}, response.status, headers)
+    shaped = _shaped(ctx, response.stream)
     streamed = Response(
-        _relay(run, response.stream),
+        relay(run, shaped, _broken, source=response.stream),
         status=response.status,
         mimetype="text/event-stream",
-        headers=_proxied_headers(ctx),
+        headers=headers,
     )
     streamed.headers["cache-control"] = "no-cache"
     streamed.timeout = None
     return streamed
 
 
-async def _context(
-    gateway: Gateway, endpoint: str, schema: type[BaseModel]
-) -> RequestContext:
-    services = gateway.services
-    raw = await read_body(request, services.settings.max_body_bytes)
-    body = parse_body(raw, schema)
-    headers = _headers()
-    principal = await authenticate(headers, services)
-    workspace_var.set(principal.workspace)
-    model = body["model"]
-    if model not in services.config.models:
-        raise ModelNotFound(
-            f"model {model!r} has no route; GET /v1/models lists the models "
-            "this key may use"
-        )
-    return RequestContext(
-        request_id=g.request_id,
-        principal=principal,
-        endpoint=endpoint,
-        body=body,
-        raw_body=raw,
-        client_ip=request_client_ip(request, services.settings),
-        headers=headers,
-        model=model,
-        stream=bool(body.get("stream")),
-        started=g.started,
-    )
-
-
-async def _relay(run: Run, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    outcome = Outcome(Fate.SERVED, 200)
-    try:
-        async for chunk in _shaped(run.ctx, stream):
-            yield _tapped(run.ctx, chunk)
-    except ProviderError as exc:
-        outcome = Outcome(Fate.TRUNCATED, 502, "upstream_error")
-        event = error_event(f"the provider's stream broke off: {exc}", "upstream_error")
-        yield _tapped(run.ctx, event)
-    except (asyncio.CancelledError, GeneratorExit):
-        outcome = Outcome(Fate.CANCELLED, 499, "cancelled")
-        raise
-    finally:
-        await run.finish_stream(stream, outcome)
-
-
-RELAY_TAPS = "relay_taps"
-"""``ctx.scratch`` key: callables that see each chunk relayed to the client
-(the audit stage hashes a stream's bytes with one)."""
+def _broken(error: ProviderError) -> bytes:
+    return error_event(f"the provider's stream broke off: {error}", "upstream_error")
 
 
 def _shaped(ctx: RequestContext, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -143,29 +95,6 @@ def _shaped(ctx: RequestContext, stream: AsyncIterator[bytes]) -> AsyncIterator[
     if ctx.scratch.get(STRIP_USAGE_EVENT):
         return WithoutUsageEvent(stream)
     return stream
-
-
-def _tapped(ctx: RequestContext, chunk: bytes) -> bytes:
-    ctx.scratch.setdefault(FIRST_CHUNK_AT, time.perf_counter())
-    for tap in ctx.scratch.get(RELAY_TAPS, ()):
-        tap(chunk)
-    return chunk
-
-
-def _headers() -> dict[str, str]:
-    """The request's headers with lower-case names."""
-    return {name.lower(): value for name, value in request.headers.items()}
-
-
-def _proxied_headers(ctx: RequestContext) -> dict[str, str]:
-    headers = {**ctx.response_headers}
-    overhead_ms = ctx.overhead_ms()
-    ctx.scratch[OVERHEAD_SECONDS] = overhead_ms / 1000.0
-    headers["x-sluicegate-overhead-ms"] = f"{overhead_ms:.2f}"
-    if ctx.response is not None:
-        headers["x-sluicegate-target"] = ctx.response.target
-        headers.update(ctx.response.headers)
-    return headers
 
 
 def _json(
