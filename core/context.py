@@ -47,6 +47,9 @@ class Fate(StrEnum):
     FAILED = "failed"
     TRUNCATED = "truncated"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    """The gateway process died before the request ended; its successor
+    wrote the record from the start-of-request journal (core/audit/inflight.py)."""
 
 
 @dataclass

@@ -18,10 +18,16 @@ kept when the stream ends.
 requests are served and their records spooled.  ``closed`` refuses requests
 (503 ``service_unavailable``) for as long as records cannot be committed.
 
-TODO(audit-in-flight): a request in flight when its gateway is killed (SIGKILL,
-a machine crash) gets no record, because the record is written when the
-request ends; a start-of-request journal entry would let the successor record
-it as ``interrupted`` (tests/test_faults_gateway_kill.py, strict xfail).
+A request in flight when its gateway process is killed (SIGKILL, the OOM
+killer) still gets a record: the before step journals it as begun (one
+unbuffered ``write`` of a short line, no fsync) and the after step as ended
+once its record is kept; the next process started on the same spool directory
+records every request begun and never ended with fate ``interrupted``, status
+0, its admission time and request hash, and no response hash
+(:mod:`sluicegate.core.audit.inflight`).  The limit: a kill keeps the journal
+in the kernel's page cache, but a machine crash or power loss can lose the
+lines written since the kernel last flushed them, and those requests then
+have no record.
 
 TODO(audit-preflight): requests refused before the pipeline runs (an
 unparsable body, an unknown key, an unknown model) have no workspace pipeline
@@ -37,7 +43,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from sluicegate.core.audit.capture import ResponseTap, request_record
+from sluicegate.core.audit.capture import ResponseTap, request_digest, request_record
+from sluicegate.core.audit.inflight import Begun
 from sluicegate.core.audit.policy import RetentionConfig
 from sluicegate.core.audit.writer import acquire, release
 from sluicegate.core.errors import InfrastructureError
@@ -94,6 +101,7 @@ class AuditStage(Stage):
         tap = ResponseTap(keep=self.config.payloads != "hash")
         ctx.scratch[self.id] = tap
         ctx.scratch.setdefault(RELAY_TAPS, []).append(tap)
+        self.writer.journal.begin(Begun.of(ctx, request_digest(ctx)))
         if self.writer.degraded and not self.fails_open:
             raise InfrastructureError(
                 "database",
@@ -111,6 +119,7 @@ class AuditStage(Stage):
             ctx, self.config.payloads, tap if isinstance(tap, ResponseTap) else None
         )
         await self.writer.submit(record)
+        self.writer.journal.end(ctx.request_id)
 
     async def close(self) -> None:
         await release(self.services, self.writer)

@@ -138,6 +138,9 @@ def cancelled(client: openai.OpenAI, upstream: FakeUpstream) -> str:
     stream = raw.parse()
     next(iter(stream))
     stream.close()
+    # Released only once the gateway has let go of the upstream stream: an
+    # upstream ending first would let the relay finish the stream as served.
+    assert upstream.wait_abandoned(1, timeout=30), "the hang-up went unnoticed"
     hold.set()
     return raw.headers["x-request-id"]
 

@@ -3,8 +3,10 @@
 The successor runs on the same PostgreSQL database, Redis and spool
 directory.  Nothing of the killed process's in-memory state survives: the
 budget holds and concurrency slots of its requests in flight end with their
-``hold_seconds`` and ``concurrent_lease_seconds`` (short here), and the audit
-records it had spooled are replayed by the successor.
+``hold_seconds`` and ``concurrent_lease_seconds`` (short here), the audit
+records it had spooled are replayed by the successor, and the requests it
+had in flight are recorded by the successor as ``interrupted`` from its
+start-of-request journal.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from tests.fault_checks import (
 )
 from tests.fixtures.gateway import PUBLIC_MODEL, GatewayProcess, provision
 from tests.fixtures.throwaway import FaultFigures, table_locked
-from tests.test_audit_gateway import records
+from tests.test_audit_gateway import records, wait_for_records
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -161,9 +163,10 @@ def test_a_killed_gateways_successor_replays_its_spool_and_nothing_leaks(
       concurrency slots: those of the 3 requests in flight;
     * once hold_seconds and the lease (3 s) passed and the successor served
       its 4: no hold, nothing reserved, no slot;
-    * exactly 12 audit records: those of the 12 answered requests, the 4
-      spooled ones replayed by the successor; the spool is empty
-      (the 3 cut off have none: see the xfail test below);
+    * exactly 15 audit records: those of the 12 answered requests (the 4
+      spooled ones replayed by the successor) and the 3 cut off, of fate
+      ``interrupted``, status 0 and no response hash; the spool and the
+      request journals are empty;
     * the ledger holds exactly the 12 answered request ids, 12 x 20,000
       micro-USD: nobody is charged twice, the 3 cut off are not charged;
     * ``sluicegate audit verify`` exits 0.
@@ -185,7 +188,7 @@ def test_a_killed_gateways_successor_replays_its_spool_and_nothing_leaks(
     with _gateway(tmp_path, database_url, upstream, gateway_env) as second:
         _sleep_until(killed_at + EXPIRY_SECONDS + 0.5)
         sent += anyio.run(_answered, second, key, AFTER)
-    found = records_of(database_url, sent)
+    found = wait_for_records(database_url, ANSWERED + IN_FLIGHT)
     fault_figures.add(
         "gateway killed (SIGKILL) mid-request",
         injected=1,
@@ -196,19 +199,22 @@ def test_a_killed_gateways_successor_replays_its_spool_and_nothing_leaks(
     assert flight.cut_off == IN_FLIGHT
     assert (held.holds, held.slots) == (IN_FLIGHT, IN_FLIGHT)
     assert [one.status for one in sent] == [200] * ANSWERED
-    assert sorted(found) == sorted(one.request_id for one in sent)
+    answered = {one.request_id for one in sent}
+    assert answered <= set(found)
+    assert {found[rid]["fate"] for rid in answered} == {"served"}
+    cut_off = [found[rid] for rid in sorted(set(found) - answered)]
+    assert [(r["fate"], r["status"], r["response_sha256"]) for r in cut_off] == [
+        ("interrupted", 0, None)
+    ] * IN_FLIGHT
+    assert flight.stream_id in found
     assert drained_spool(tmp_path) == 0
+    assert journals(tmp_path) == []
     assert settled_ledger_ids(database_url, ANSWERED) == served_ids(sent)
     assert ledger_spend(database_url) == ANSWERED * COST_PER_REQUEST
     assert settled_leftovers(redis_url, redis_prefix) == NOTHING_LEFT
     assert chain_verifies(database_url) == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TODO(audit-in-flight): a record is written when its request ends, "
-    "so a process killed mid-request leaves none for its requests in flight",
-)
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_request_cut_off_by_the_kill_still_gets_its_audit_record(
     tmp_path: Path,
@@ -236,4 +242,11 @@ def test_a_request_cut_off_by_the_kill_still_gets_its_audit_record(
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-    assert list(records(database_url)) == [flight.stream_id]
+    found = records(database_url)
+    assert list(found) == [flight.stream_id]
+    assert found[flight.stream_id]["fate"] == "interrupted"
+
+
+def journals(workdir: Path) -> list[str]:
+    """The request journals left in the spool directory under ``workdir``."""
+    return sorted(path.name for path in (workdir / "spool").glob("inflight-*"))

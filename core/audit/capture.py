@@ -25,6 +25,8 @@ from sluicegate.core.redact import redact
 
 COST_KEY = "cost_micros"
 REQUEST_KIND = "request"
+REQUEST_SHA256_KEY = "audit.request_sha256"
+"""``ctx.scratch`` key: the request body's digest, once the audit stage took it."""
 
 
 class ResponseTap:
@@ -61,7 +63,7 @@ def request_record(
             {"stage": d.stage, "decision": d.decision, "detail": d.detail}
             for d in ctx.decisions
         ],
-        "request_sha256": sha256_hex(ctx.raw_body),
+        "request_sha256": request_digest(ctx),
         "response_sha256": _response_digest(ctx, tap, response),
         "payload_policy": policy,
         "payload_sha256": payload.digest() if payload else None,
@@ -74,6 +76,14 @@ def request_record(
         fields=fields,
         payload=payload,
     )
+
+
+def request_digest(ctx: RequestContext) -> str:
+    """The SHA-256 of the request body, computed once per request."""
+    known = ctx.scratch.get(REQUEST_SHA256_KEY)
+    if not isinstance(known, str):
+        known = ctx.scratch[REQUEST_SHA256_KEY] = sha256_hex(ctx.raw_body)
+    return known
 
 
 def _outcome_fields(ctx: RequestContext) -> dict[str, Any]:

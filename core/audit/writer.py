@@ -11,6 +11,13 @@ workspace's records reach the database in the order they were kept.  The
 writer retries the spool every ``retry_seconds``; a replayed record whose
 request id is already stored is skipped.
 
+The writer also owns the process's start-of-request journal
+(:mod:`.inflight`).  When it starts, and whenever it replays the spool, it
+adopts the journals of stopped processes (only once their spool files are
+adopted or gone) and keeps an ``interrupted`` record for every request they
+began and never ended, through the same commit-or-spool path with the
+replay's request-id dedupe; then it deletes those journals.
+
 The writer is shared by every ``audit`` stage of a process: :func:`acquire`
 creates it on first use (under :data:`EXTRAS_KEY` in ``Services.extras``) and
 :meth:`AuditWriter.release` closes it when the last stage lets go, after
@@ -26,6 +33,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sluicegate.core.audit.chain import append
+from sluicegate.core.audit.inflight import (
+    Journal,
+    Orphans,
+    interrupted_record,
+    open_requests,
+)
 from sluicegate.core.audit.record import PendingRecord
 from sluicegate.core.audit.spool import Spool
 from sluicegate.core.db.database import Database, driver_errors
@@ -59,9 +72,13 @@ class AuditWriter:
         *,
         batch_size: int = BATCH_SIZE,
         retry_seconds: float = RETRY_SECONDS,
+        journal: Journal | None = None,
     ) -> None:
         self.database = database
         self.spool = spool
+        self.journal = journal or Journal(spool.directory, _name_of(spool))
+        """This process's requests begun and not yet recorded."""
+        self.orphan_journals = Orphans(spool.directory)
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
         self.users = 0
@@ -81,7 +98,7 @@ class AuditWriter:
         """Start the writer task (adopting orphaned spools) if not yet running."""
         if self._task is None:
             loop = asyncio.get_running_loop()
-            self.spool.claim_orphans()
+            self._claim_orphans()
             self._task = loop.create_task(self._run())
 
     async def release(self) -> None:
@@ -102,6 +119,8 @@ class AuditWriter:
                     "still queued were neither committed nor spooled"
                 )
             self._task = None
+        self.journal.close()
+        self.orphan_journals.close()
         await asyncio.to_thread(self.spool.close)
 
     # -- the task ------------------------------------------------------------
@@ -109,6 +128,7 @@ class AuditWriter:
     async def _run(self) -> None:
         if self.spool.pending:
             await self._replay()
+        await self._record_interrupted()
         while True:
             batch, stop = await self._next_batch()
             if self.spool.pending:
@@ -176,7 +196,7 @@ class AuditWriter:
         return True
 
     async def _replay(self) -> None:
-        self.spool.claim_orphans()
+        self._claim_orphans()
         for path in self.spool.files():
             records = await asyncio.to_thread(self.spool.read, path)
             for start in range(0, len(records), self.batch_size):
@@ -185,6 +205,49 @@ class AuditWriter:
                     return
             await asyncio.to_thread(self.spool.done, path)
             log.info("replayed %d spooled audit records from %s", len(records), path)
+        await self._record_interrupted()
+
+    def _claim_orphans(self) -> None:
+        """Adopt stopped processes' spools, then the journals that may follow."""
+        self.spool.claim_orphans()
+        adopted = set(self.spool.files())
+
+        def may_take(name: str) -> bool:
+            spool_file = self.spool.directory / f"audit-{name}.jsonl"
+            return spool_file in adopted or not spool_file.exists()
+
+        self.orphan_journals.claim(may_take)
+
+    async def _record_interrupted(self) -> None:
+        """Keep an ``interrupted`` record for every request the adopted
+        journals show begun and never ended, then delete those journals."""
+        paths = self.orphan_journals.paths
+        if not paths:
+            return
+        begun = await asyncio.to_thread(open_requests, paths)
+        records = [interrupted_record(one) for one in begun]
+        try:
+            await self._commit_or_spool(records)
+        except StorageError as exc:
+            log.error("interrupted requests are not recorded yet: %s", exc)
+            return
+        await asyncio.to_thread(self.orphan_journals.done)
+        if records:
+            log.info("recorded %d requests a stopped process cut off", len(records))
+
+    async def _commit_or_spool(self, records: list[PendingRecord]) -> None:
+        """Commit replayed records (dedupe on), spooling what cannot commit."""
+        for start in range(0, len(records), self.batch_size):
+            rest = records[start:]
+            chunk = rest[: self.batch_size]
+            if self.spool.pending or not await self._commit(chunk, replay=True):
+                await asyncio.to_thread(self.spool.append, rest)
+                return
+
+
+def _name_of(spool: Spool) -> str:
+    """The random part of the spool file's name, which its journal shares."""
+    return spool.path.stem.removeprefix("audit-")
 
 
 def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
