@@ -195,6 +195,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         if tally.latencies
         else None,
         "ttfb_p50_ms": percentile(tally.first_bytes, 0.50),
+        "ttfb_p90_ms": percentile(tally.first_bytes, 0.90),
         "ttfb_p99_ms": percentile(tally.first_bytes, 0.99),
     }
 

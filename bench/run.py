@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,8 @@ def load(
     seconds: float,
     stream: bool = False,
     model: str = "bench-model",
+    keys_file: Path | None = None,
+    warmup: float = 1.0,
 ) -> dict[str, Any]:
     command = [
         PYTHON,
@@ -123,9 +125,13 @@ def load(
         str(seconds),
         "--model",
         model,
+        "--warmup",
+        str(warmup),
     ]
     if key:
         command += ["--key", key]
+    if keys_file:
+        command += ["--keys-file", str(keys_file)]
     if stream:
         command.append("--stream")
     done = subprocess.run(
@@ -172,10 +178,11 @@ def installed_stage_types() -> set[str]:
     }
 
 
-def full_pipeline() -> dict[str, Any]:
-    """Every benchmarked stage that is installed, with limits never reached."""
+def full_pipeline(held: bool = False) -> dict[str, Any]:
+    """Every benchmarked stage that is installed, with limits never reached;
+    ``held``: the audit record commits before the answer leaves."""
     settings: dict[str, dict[str, Any]] = {
-        "audit": {"payloads": "store"},
+        "audit": {"payloads": "store", "commit_before_response": held},
         "auth": {},
         "rate_limit": {
             "on_failure": "open",
@@ -196,25 +203,38 @@ def full_pipeline() -> dict[str, Any]:
     }
 
 
-def gateway_files(workdir: Path, upstream_port: int, mode: str) -> None:
-    config = {
-        "providers": {
-            "bench": {
-                "kind": "openai",
-                "base_url": f"http://127.0.0.1:{upstream_port}/v1",
-            }
-        },
-        "models": {
-            "bench-model": {
-                "targets": [{"provider": "bench", "model": "bench-model"}],
-                "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-            }
-        },
-    }
+def gateway_config(upstreams: dict[str, int]) -> dict[str, Any]:
+    """A gateway config routing each model name to the bench upstream on its
+    port (provider ``bench`` when there is one model, ``bench-<model>`` else)."""
+    single = len(upstreams) == 1
+    providers: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for model, port in upstreams.items():
+        provider = "bench" if single else f"bench-{model}"
+        providers[provider] = {
+            "kind": "openai",
+            "base_url": f"http://127.0.0.1:{port}/v1",
+        }
+        models[model] = {
+            "targets": [{"provider": provider, "model": "bench-model"}],
+            "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+        }
+    return {"providers": providers, "models": models}
+
+
+def gateway_files(
+    workdir: Path,
+    upstream_port: int,
+    mode: str,
+    pipeline: dict[str, Any] | None = None,
+    upstreams: dict[str, int] | None = None,
+) -> None:
+    config = gateway_config(upstreams or {"bench-model": upstream_port})
     (workdir / "sluicegate.yaml").write_text(yaml.safe_dump(config))
     pipelines = workdir / "pipelines"
     pipelines.mkdir(exist_ok=True)
-    (pipelines / "default.yaml").write_text(yaml.safe_dump(pipeline_of(mode)))
+    default = pipeline if pipeline is not None else pipeline_of(mode)
+    (pipelines / "default.yaml").write_text(yaml.safe_dump(default))
 
 
 def create_database(mode: str, workdir: Path) -> str:
@@ -249,11 +269,24 @@ def provision(env: dict[str, str]) -> str:
 
 @contextmanager
 def serving(
-    mode: str, upstream_port: int, workdir: Path
+    mode: str,
+    upstream_port: int,
+    workdir: Path,
+    *,
+    pipeline: dict[str, Any] | None = None,
+    upstreams: dict[str, int] | None = None,
+    extra_env: dict[str, str] | None = None,
+    prepare: Callable[[dict[str, str]], None] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, str, float]]:
     """A provisioned gateway in ``mode``: its process, port, API key and the
-    seconds from start to its first successful response."""
-    gateway_files(workdir, upstream_port, mode)
+    seconds from start to its first successful response.
+
+    ``pipeline`` replaces the mode's default pipeline, ``upstreams`` maps
+    model names to upstream ports (default: ``bench-model`` on
+    ``upstream_port``), ``extra_env`` is added to the gateway's environment
+    and ``prepare(env)`` runs once the database is provisioned, before the
+    gateway starts (e.g. to fill tables)."""
+    gateway_files(workdir, upstream_port, mode, pipeline, upstreams)
     database_url = create_database(mode, workdir)
     env = {
         "SLUICEGATE_DATABASE_URL": database_url,
@@ -261,12 +294,15 @@ def serving(
         "SLUICEGATE_PIPELINES_DIR": str(workdir / "pipelines"),
         "SLUICEGATE_LOG_LEVEL": "WARNING",
     }
-    if mode == "full":
+    if mode.startswith("full"):
         env |= {
             "SLUICEGATE_REDIS_URL": REDIS,
             "SLUICEGATE_REDIS_PREFIX": f"bench-{secrets.token_hex(4)}",
         }
+    env |= extra_env or {}
     key = provision(env)
+    if prepare is not None:
+        prepare(env)
     port = free_port()
     command = pinned(0, [SLUICEGATE, "serve", "--port", str(port)])
     started = time.monotonic()
@@ -312,8 +348,8 @@ def sustain(
 
 
 def pipeline_of(mode: str) -> dict[str, Any]:
-    if mode == "full":
-        return full_pipeline()
+    if mode in ("full", "full-held"):
+        return full_pipeline(held=mode == "full-held")
     return {"stages": [{"type": "auth"}, {"type": "route", "retries": 0}]}
 
 
@@ -409,13 +445,19 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for name, load_ in direct.items():
         lines.append(_row("upstream direct", name, load_, None))
-    for target in ("embedded", "full", "litellm"):
+    for target in ("embedded", "full", "full-held", "litellm"):
         if target not in results:
             continue
         for name, load_ in results[target]["loads"].items():
             lines.append(_row(target, name, load_, direct.get(name)))
-    lines.append("")
-    for target in ("embedded", "full"):
+    lines += [
+        "",
+        "Stream rows (`stream_c1`): the latency columns are the time to first "
+        "byte. `full-held`: the full pipeline with the audit stage's "
+        "`commit_before_response: true` (the answer waits for its record).",
+        "",
+    ]
+    for target in ("embedded", "full", "full-held"):
         if target in results:
             info = results[target]
             lines.append(
@@ -444,11 +486,11 @@ def _row(target: str, name: str, load_: dict[str, Any], direct: Any) -> str:
             return ""
         return f"{load_[key] - direct[key]:.2f}"
 
-    p50 = "ttfb_p50_ms" if name.startswith("stream") else "p50_ms"
-    p99 = "ttfb_p99_ms" if name.startswith("stream") else "p99_ms"
+    stream = "ttfb_" if name.startswith("stream") else ""
+    p50, p90, p99 = (f"{stream}{q}_ms" for q in ("p50", "p90", "p99"))
     return (
         f"| {target} | {name} | {load_['rps']:.0f} | {load_[p50]:.2f} | "
-        f"{load_['p90_ms']:.2f} | {load_[p99]:.2f} | {overhead(p50)} | "
+        f"{load_.get(p90, load_['p90_ms']):.2f} | {load_[p99]:.2f} | {overhead(p50)} | "
         f"{overhead(p99)} | {load_['errors']} |"
     )
 
