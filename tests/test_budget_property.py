@@ -1,6 +1,7 @@
 """Property: no sequence of admissions, settlements, crashes (holds that are
-never settled and expire) and lost Redis counters overspends a budget, on the
-Redis store and on the database store (real Redis, real SQLite)."""
+never settled and expire) and lost Redis counters overspends a budget or
+leaves a hold behind, on the Redis store and on the database store (real
+Redis, real SQLite)."""
 
 from __future__ import annotations
 
@@ -98,6 +99,17 @@ class Scenario:
         )
 
 
+async def nothing_held(store: BudgetStore, counter: Counter, unspent: int) -> bool:
+    """Whether, with every request settled or expired, exactly the unspent
+    budget can still be reserved: no hold leaked, none was forgotten early."""
+    over = await store.reserve("probe-over", [Claim(counter, unspent + 1)], 60)
+    if over is None:
+        return False
+    if unspent == 0:
+        return True
+    return await store.reserve("probe", [Claim(counter, unspent)], 60) is None
+
+
 async def play(
     kind: str, database_url: str, redis_url: str, steps: list[Any], serial: int
 ) -> None:
@@ -120,7 +132,9 @@ async def play(
             assert await ledger.spent(database, counter) <= LIMIT
         while scenario.in_flight:
             await scenario.settle(0)
-        assert await ledger.spent(database, counter) <= LIMIT
+        spent = await ledger.spent(database, counter)
+        assert spent <= LIMIT
+        assert await nothing_held(store, counter, LIMIT - spent)
     finally:
         keys = [key async for key in client.scan_iter(f"{prefix}*")]
         if keys:
