@@ -115,6 +115,9 @@ class RateLimitStage(Stage):
         self.counts_tokens = any(rule.unit == "tokens" for rule in config.limits)
 
     async def before(self, ctx: RequestContext) -> Deny | None:
+        # TODO(one-admission): this script and the budget stage's reservation
+        # are two Redis round trips; one admission step across stages would
+        # make them one.
         checks = self._checks(ctx)
         verdict, limiter, checks = await self._admit(ctx, checks)
         ctx.response_headers.update(rate_limit_headers(verdict))
