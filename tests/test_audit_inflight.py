@@ -22,7 +22,7 @@ from sluicegate.core.audit.inflight import (
     open_requests,
 )
 from sluicegate.core.audit.record import PendingRecord
-from sluicegate.core.audit.spool import Spool
+from sluicegate.core.audit.spool import audit_spool
 from sluicegate.core.audit.verify import verify
 from sluicegate.core.audit.writer import AuditWriter
 from sluicegate.core.db.database import Database
@@ -204,7 +204,7 @@ def files(directory: Path) -> list[str]:
 
 
 async def successor(database: Database, directory: Path) -> AuditWriter:
-    writer = AuditWriter(database, Spool(directory))
+    writer = AuditWriter(database, audit_spool(directory))
     writer.start()
     return writer
 

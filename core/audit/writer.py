@@ -40,9 +40,10 @@ from sluicegate.core.audit.inflight import (
     open_requests,
 )
 from sluicegate.core.audit.record import PendingRecord
-from sluicegate.core.audit.spool import Spool
+from sluicegate.core.audit.spool import audit_spool
 from sluicegate.core.db.database import Database, driver_errors
 from sluicegate.core.errors import StorageError
+from sluicegate.core.spool import Spool
 
 if TYPE_CHECKING:
     from sluicegate.core.services import Services
@@ -68,7 +69,7 @@ class AuditWriter:
     def __init__(
         self,
         database: Database,
-        spool: Spool,
+        spool: Spool[PendingRecord],
         *,
         batch_size: int = BATCH_SIZE,
         retry_seconds: float = RETRY_SECONDS,
@@ -245,7 +246,7 @@ class AuditWriter:
                 return
 
 
-def _name_of(spool: Spool) -> str:
+def _name_of(spool: Spool[PendingRecord]) -> str:
     """The random part of the spool file's name, which its journal shares."""
     return spool.path.stem.removeprefix("audit-")
 
@@ -263,7 +264,7 @@ def acquire(services: Services) -> AuditWriter:
     """The process's writer, created on first use; pair with ``release``."""
     writer = services.extras.get(EXTRAS_KEY)
     if writer is None:
-        spool = Spool(services.settings.spool_dir)
+        spool = audit_spool(services.settings.spool_dir)
         writer = AuditWriter(services.database, spool)
         services.extras[EXTRAS_KEY] = writer
     assert isinstance(writer, AuditWriter)
