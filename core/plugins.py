@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "sluicegate"
 BUILTIN_PLUGINS = (
     "sluicegate.core.auth",
+    "sluicegate.core.budgets.lifecycle",
     "sluicegate.stages",
     "sluicegate.providers",
     "sluicegate.evaluators",

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from sluicegate.core.budgets import ledger
 from sluicegate.core.budgets.ledger import Entry
+from sluicegate.core.budgets.ledger_writer import LedgerWriter, ledger_spool
 from sluicegate.core.budgets.limits import BudgetLimit, Counter, counters
 from sluicegate.core.budgets.redis_store import RedisBudgetStore
 from sluicegate.core.budgets.sql_store import SqlBudgetStore
@@ -111,7 +112,12 @@ async def nothing_held(store: BudgetStore, counter: Counter, unspent: int) -> bo
 
 
 async def play(
-    kind: str, database_url: str, redis_url: str, steps: list[Any], serial: int
+    kind: str,
+    database_url: str,
+    redis_url: str,
+    steps: list[Any],
+    serial: int,
+    spool_directory: Path,
 ) -> None:
     database = await Database.connect(database_url)
     client = aioredis.Redis.from_url(redis_url)
@@ -123,9 +129,9 @@ async def play(
         [counter] = counters([limit], principal, datetime.now(UTC), "UTC")
         store: BudgetStore = SqlBudgetStore(database)
         if kind == "redis":
-            store = RedisBudgetStore(
-                RedisGuard(client, prefix, timeout_seconds=2), database
-            )
+            guard = RedisGuard(client, prefix, timeout_seconds=2)
+            spool = ledger_spool(spool_directory)
+            store = RedisBudgetStore(guard, database, LedgerWriter(database, spool))
         scenario = Scenario(store, database, counter)
         for op, amount, percent in steps:
             await _step(scenario, op, amount, percent)
@@ -170,6 +176,11 @@ def property_database(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+@pytest.fixture(scope="module")
+def property_spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("budget-property-spool")
+
+
 @pytest.mark.parametrize("kind", ["redis", "database"])
 @settings(
     max_examples=40,
@@ -178,7 +189,12 @@ def property_database(tmp_path_factory: pytest.TempPathFactory) -> str:
 )
 @given(steps=ops)
 def test_no_sequence_of_operations_overspends(
-    kind: str, property_database: str, redis_url: str, steps: list[Any]
+    kind: str,
+    property_database: str,
+    property_spool: Path,
+    redis_url: str,
+    steps: list[Any],
 ) -> None:
     serial = next(SERIALS)
-    asyncio.run(play(kind, property_database, redis_url, steps, serial))
+    scenario = play(kind, property_database, redis_url, steps, serial, property_spool)
+    asyncio.run(scenario)

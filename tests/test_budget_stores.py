@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from sluicegate.core.budgets import ledger
 from sluicegate.core.budgets.ledger import Entry
+from sluicegate.core.budgets.ledger_writer import LedgerWriter, ledger_spool
 from sluicegate.core.budgets.limits import BudgetLimit, Counter, counters
 from sluicegate.core.budgets.redis_store import RedisBudgetStore
 from sluicegate.core.budgets.sql_store import SqlBudgetStore
@@ -37,7 +39,7 @@ async def principal(database: Database) -> Principal:
 
 @pytest.fixture(params=["database", "redis"])
 async def store(
-    request: pytest.FixtureRequest, database: Database
+    request: pytest.FixtureRequest, database: Database, tmp_path: Path
 ) -> AsyncIterator[BudgetStore]:
     if request.param == "database":
         yield SqlBudgetStore(database)
@@ -46,7 +48,9 @@ async def store(
     prefix: str = request.getfixturevalue("redis_prefix")
     client = aioredis.Redis.from_url(url)
     try:
-        yield RedisBudgetStore(RedisGuard(client, prefix, timeout_seconds=2), database)
+        guard = RedisGuard(client, prefix, timeout_seconds=2)
+        writer = LedgerWriter(database, ledger_spool(tmp_path))
+        yield RedisBudgetStore(guard, database, writer)
     finally:
         await client.aclose()
 
@@ -135,13 +139,18 @@ async def test_a_released_request_frees_its_whole_hold(
 
 
 async def test_redis_counters_are_rebuilt_from_the_ledger(
-    database: Database, principal: Principal, redis_url: str, redis_prefix: str
+    database: Database,
+    principal: Principal,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
 ) -> None:
     budget = counter(principal)
     await ledger.record(database, entry("earlier", principal, 90))
     client = aioredis.Redis.from_url(redis_url)
     try:
-        store = RedisBudgetStore(RedisGuard(client, redis_prefix), database)
+        writer = LedgerWriter(database, ledger_spool(tmp_path))
+        store = RedisBudgetStore(RedisGuard(client, redis_prefix), database, writer)
         refusal = await store.reserve("r1", [Claim(budget, 11)], 60)
         assert refusal is not None and refusal.spent == 90
         lost = [key async for key in client.scan_iter(match=f"{redis_prefix}*")]

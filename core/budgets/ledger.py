@@ -12,7 +12,8 @@ reservation was made in, in Redis and in the ledger alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,29 @@ class Entry:
     usage: Usage
     cost_micros: int
     admitted_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain form for the spool file; :meth:`from_json` reads it back."""
+        plain = asdict(self)
+        plain["admitted_at"] = self.admitted_at.isoformat()
+        return plain
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Entry:
+        admitted_at = datetime.fromisoformat(data["admitted_at"])
+        if admitted_at.tzinfo is None:
+            raise ValueError(f"admitted_at {data['admitted_at']!r} has no zone")
+        return cls(
+            request_id=str(data["request_id"]),
+            workspace_id=int(data["workspace_id"]),
+            key_id=None if data["key_id"] is None else int(data["key_id"]),
+            model=str(data["model"]),
+            target=None if data["target"] is None else str(data["target"]),
+            status=int(data["status"]),
+            usage=Usage(**{name: int(n) for name, n in data["usage"].items()}),
+            cost_micros=int(data["cost_micros"]),
+            admitted_at=admitted_at,
+        )
 
 
 def db_time(database: Database, when: datetime) -> Any:

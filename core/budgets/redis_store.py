@@ -152,7 +152,9 @@ class RedisBudgetStore:
 
     name = "redis"
 
-    def __init__(self, guard: RedisGuard, database: Database) -> None:
+    def __init__(
+        self, guard: RedisGuard, database: Database, ledger_writer: LedgerWriter
+    ) -> None:
         self.guard = guard
         self.database = database
         self.stale: set[Counter] = set()
@@ -160,7 +162,7 @@ class RedisBudgetStore:
         self.unreleased: dict[str, list[Counter]] = {}
         """Requests whose holds Redis may keep although they will never settle
         there, with the counters they hold."""
-        self.ledger_writer = LedgerWriter(database)
+        self.ledger_writer = ledger_writer
         self._calls = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
         self._rebuilding = asyncio.Lock()
         self._reserve = AsyncScript(guard.client, RESERVE)

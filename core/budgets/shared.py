@@ -1,9 +1,10 @@
 """What every budget stage of a process shares: prices, stores and metrics.
 
 Pipelines are rebuilt when their files change; the price book, the stores
-(with the Redis store's memory of settlements that missed Redis) and the
-Prometheus instruments must outlive them, so they live once per process in
-``services.extras["budgets"]``, made on first use.
+(with the Redis store's memory of settlements that missed Redis), the ledger
+writer and the Prometheus instruments must outlive them, so they live once per
+process in ``services.extras["budgets"]``, made on first use (at the latest by
+``core/budgets/lifecycle.py`` when the process starts).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
+from sluicegate.core.budgets.ledger_writer import LedgerWriter, ledger_spool
 from sluicegate.core.budgets.prices import PriceBook
 from sluicegate.core.budgets.redis_store import RedisBudgetStore
 from sluicegate.core.budgets.sql_store import SqlBudgetStore
@@ -69,6 +71,7 @@ class BudgetServices:
     metrics: BudgetMetrics
     database_store: SqlBudgetStore
     redis_store: RedisBudgetStore | None
+    ledger_writer: LedgerWriter
 
 
 def budget_services(services: Services) -> BudgetServices:
@@ -76,14 +79,16 @@ def budget_services(services: Services) -> BudgetServices:
     found = services.extras.get(EXTRAS_KEY)
     if isinstance(found, BudgetServices):
         return found
+    writer = LedgerWriter(services.database, ledger_spool(services.settings.spool_dir))
     redis_store = None
     if services.redis is not None:
-        redis_store = RedisBudgetStore(services.redis, services.database)
+        redis_store = RedisBudgetStore(services.redis, services.database, writer)
     made = BudgetServices(
         prices=PriceBook(services.config),
         metrics=BudgetMetrics(services.metrics.registry),
         database_store=SqlBudgetStore(services.database),
         redis_store=redis_store,
+        ledger_writer=writer,
     )
     services.extras[EXTRAS_KEY] = made
     return made
