@@ -241,31 +241,32 @@ def wait_for_redis(process: GatewayProcess) -> None:
         time.sleep(0.2)
 
 
-def spooled(workdir: Path) -> int:
-    """Audit records waiting in the spool files under ``workdir``."""
+def spooled(workdir: Path, kind: str = "audit") -> int:
+    """Items waiting in the spool files of ``kind`` (``audit`` records or
+    ``ledger`` rows) under ``workdir``."""
     return sum(
         len(path.read_bytes().splitlines())
-        for path in (workdir / "spool").glob("audit-*.jsonl")
+        for path in (workdir / "spool").glob(f"{kind}-*.jsonl")
     )
 
 
-def wait_for_spooled(workdir: Path, count: int) -> int:
+def wait_for_spooled(workdir: Path, count: int, kind: str = "audit") -> int:
     """:func:`spooled` once it reaches ``count``, or when the wait is over."""
     deadline = time.monotonic() + SETTLE_SECONDS
-    found = spooled(workdir)
+    found = spooled(workdir, kind)
     while found < count and time.monotonic() < deadline:
         time.sleep(0.1)
-        found = spooled(workdir)
+        found = spooled(workdir, kind)
     return found
 
 
-def drained_spool(workdir: Path) -> int:
+def drained_spool(workdir: Path, kind: str = "audit") -> int:
     """:func:`spooled` once the spool is empty, or when the wait is over."""
     deadline = time.monotonic() + SETTLE_SECONDS
-    found = spooled(workdir)
+    found = spooled(workdir, kind)
     while found and time.monotonic() < deadline:
         time.sleep(0.1)
-        found = spooled(workdir)
+        found = spooled(workdir, kind)
     return found
 
 
