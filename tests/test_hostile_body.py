@@ -56,7 +56,7 @@ pytestmark = pytest.mark.redis
 
 ANTHROPIC_TYPES = {400: "invalid_request_error", 403: "permission_error"}
 ANTHROPIC_TYPES |= {404: "not_found_error"}
-ANTHROPIC_TYPES |= {413: "request_too_large", 431: "api_error"}
+ANTHROPIC_TYPES |= {413: "request_too_large", 431: "invalid_request_error"}
 
 
 class Gateway:

@@ -266,8 +266,13 @@ class RedisBudgetStore:
 
     async def _release(self) -> None:
         """Settle remembered requests at nothing: their holds go, spend stays;
-        on failure they wait for the next try."""
-        batch = dict(itertools.islice(self.unreleased.items(), RELEASES_PER_CALL))
+        on failure they wait for the next try.
+
+        The batch leaves ``unreleased`` before the call, so admissions racing
+        here after an outage do not each send the same releases.
+        """
+        taken = list(itertools.islice(self.unreleased, RELEASES_PER_CALL))
+        batch = {request_id: self.unreleased.pop(request_id) for request_id in taken}
 
         async def call(client: aioredis.Redis) -> Any:
             pipeline = client.pipeline(transaction=False)
@@ -279,10 +284,13 @@ class RedisBudgetStore:
                 await self._settle(keys=keys, args=args, client=pipeline)
             return await pipeline.execute()
 
-        async with self._calls:
-            await self.guard.call(call)
-        for request_id in batch:
-            self.unreleased.pop(request_id, None)
+        try:
+            async with self._calls:
+                await self.guard.call(call)
+        except BaseException:  # a failure, or the admission's deadline
+            for request_id, counters in batch.items():
+                self.unreleased.setdefault(request_id, counters)
+            raise
         log.info("released the budget holds of %d requests", len(batch))
 
     # TODO(redis-cluster): keys are not hash-tagged; a request's counters may
