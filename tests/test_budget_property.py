@@ -127,11 +127,11 @@ async def play(
         principal = Principal(workspace.id, workspace.name, None)
         limit = BudgetLimit(scope="workspace", tokens=LIMIT, per="day")
         [counter] = counters([limit], principal, datetime.now(UTC), "UTC")
-        store: BudgetStore = SqlBudgetStore(database)
+        writer = LedgerWriter(database, ledger_spool(spool_directory))
+        store: BudgetStore = SqlBudgetStore(database, writer)
         if kind == "redis":
             guard = RedisGuard(client, prefix, timeout_seconds=2)
-            spool = ledger_spool(spool_directory)
-            store = RedisBudgetStore(guard, database, LedgerWriter(database, spool))
+            store = RedisBudgetStore(guard, database, writer)
         scenario = Scenario(store, database, counter)
         for op, amount, percent in steps:
             await _step(scenario, op, amount, percent)

@@ -21,9 +21,11 @@ from sluicegate.core.budgets.sql_store import SqlBudgetStore
 from sluicegate.core.budgets.store import BudgetStore, Claim
 from sluicegate.core.context import Principal, Usage
 from sluicegate.core.db.database import Database
+from sluicegate.core.errors import InfrastructureError
 from sluicegate.core.keys import create_key
 from sluicegate.core.redis_guard import RedisGuard
 from sluicegate.core.workspaces import create_workspace
+from tests.fixtures.throwaway import table_locked
 
 pytestmark = pytest.mark.anyio
 
@@ -41,15 +43,15 @@ async def principal(database: Database) -> Principal:
 async def store(
     request: pytest.FixtureRequest, database: Database, tmp_path: Path
 ) -> AsyncIterator[BudgetStore]:
+    writer = LedgerWriter(database, ledger_spool(tmp_path))
     if request.param == "database":
-        yield SqlBudgetStore(database)
+        yield SqlBudgetStore(database, writer)
         return
     url: str = request.getfixturevalue("redis_url")
     prefix: str = request.getfixturevalue("redis_prefix")
     client = aioredis.Redis.from_url(url)
     try:
         guard = RedisGuard(client, prefix, timeout_seconds=2)
-        writer = LedgerWriter(database, ledger_spool(tmp_path))
         yield RedisBudgetStore(guard, database, writer)
     finally:
         await client.aclose()
@@ -169,3 +171,30 @@ async def test_many_racing_requests_never_overfill_a_budget(
         *(store.reserve(f"r{i}", [Claim(budget, 7)], 60) for i in range(40))
     )
     assert sum(result is None for result in results) == 100 // 7
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_settlement_the_database_refuses_keeps_its_ledger_row(
+    database: Database, database_url: str, principal: Principal, tmp_path: Path
+) -> None:
+    """The ledger locked past the lock timeout fails the settlement; its row
+    goes to the ledger writer and is written once the lock is gone."""
+    writer = LedgerWriter(
+        database, ledger_spool(tmp_path), timeout_seconds=0.2, retry_seconds=0.1
+    )
+    store = SqlBudgetStore(database, writer)
+    budget = counter(principal)
+    assert await store.reserve("r1", [Claim(budget, 10)], 60) is None
+
+    with table_locked(database_url, "usage"):
+        with pytest.raises(InfrastructureError):
+            await store.settle("r1", [Claim(budget, 7)], entry("r1", principal, 7))
+        assert [row.request_id for row in writer.waiting] == ["r1"]
+
+    for _ in range(100):
+        if not writer.waiting:
+            break
+        await asyncio.sleep(0.1)
+    await writer.close()
+    assert await ledger.spent(database, budget) == 7
+    assert await store.reserved(budget) == 10  # the hold waits for its expiry

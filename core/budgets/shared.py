@@ -86,7 +86,7 @@ def budget_services(services: Services) -> BudgetServices:
     made = BudgetServices(
         prices=PriceBook(services.config),
         metrics=BudgetMetrics(services.metrics.registry),
-        database_store=SqlBudgetStore(services.database),
+        database_store=SqlBudgetStore(services.database, writer),
         redis_store=redis_store,
         ledger_writer=writer,
     )

@@ -5,7 +5,11 @@ expired holds, sums each counter's window from the usage ledger plus its live
 holds in ``budget_hold``, and inserts a hold on every counter only if every
 one has room.  Settling deletes the request's holds and writes its ledger row
 in one transaction under the same locks, so an admission never sees a
-request both as a hold and as spend, nor as neither.
+request both as a hold and as spend, nor as neither.  If that transaction
+fails (the database is down, the ledger locked past the lock timeout), the
+row goes to the ledger writer, which retries it and spools it to disk
+(``ledger_writer.py``), and the holds stay until they expire: until then the
+request counts twice, too much and never too little.
 
 Locks: SQLite begins the transaction IMMEDIATE, so writers queue one at a
 time.  PostgreSQL takes a transaction-scoped advisory lock per counter, in
@@ -29,6 +33,7 @@ from sluicegate.core.db.database import storage_errors
 from sluicegate.core.errors import InfrastructureError, StorageError
 
 if TYPE_CHECKING:
+    from sluicegate.core.budgets.ledger_writer import LedgerWriter
     from sluicegate.core.budgets.limits import Counter
     from sluicegate.core.db.database import Database
 
@@ -39,16 +44,20 @@ LOCK_CLASS = 0x5347
 two-integer key space never meets the one-bigint keys of migrations."""
 
 
-# TODO(ledger-lock): no statement here has a timeout, so while the usage table
-# is locked (or the database hangs) admissions and settlements on this store
-# wait as long; the Redis store bounds its ledger writes (ledger_writer.py).
+# A table locked by someone else fails a statement here after the database's
+# lock timeout (LOCK_TIMEOUT_SECONDS in core/db/database.py, or SQLite's busy
+# timeout), and the budget stage's on_failure decides.
+# TODO(db-hang): a database that stops answering altogether (no error, no
+# reset) still holds admissions on this store until the connection breaks;
+# the Redis store bounds its ledger writes (ledger_writer.py).
 class SqlBudgetStore:
     """Holds in ``budget_hold``, spend in the usage ledger; see the docstring."""
 
     name = "database"
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, ledger_writer: LedgerWriter) -> None:
         self.database = database
+        self.ledger_writer = ledger_writer
         self._local: AbstractAsyncContextManager[object] = (
             asyncio.Lock() if database.is_sqlite else nullcontext()
         )
@@ -80,6 +89,8 @@ class SqlBudgetStore:
                 if entry is not None:
                     await ledger.record(self.database, entry)
         except StorageError as exc:
+            if entry is not None:
+                await self.ledger_writer.write(entry)
             raise InfrastructureError("database", str(exc)) from exc
 
     async def reserved(self, counter: Counter) -> int:
