@@ -37,6 +37,11 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 POOL_SIZE = 10
 CONNECT_TIMEOUT_SECONDS = 10.0
 SQLITE_BUSY_TIMEOUT_SECONDS = 10.0
+LOCK_TIMEOUT_SECONDS = 5.0
+"""How long a PostgreSQL statement may wait for a lock (``lock_timeout``)
+before it fails: a table locked by someone else then costs a request an
+error its stage's ``on_failure`` decides on, never an unbounded wait.  The
+SQLite counterpart is the busy timeout."""
 
 
 async def _keep_session(connection: Any) -> None:
@@ -137,7 +142,10 @@ class Database:
                 "pip install 'piccolo[postgres]'"
             ) from exc
         where = describe_postgres_url(url)
-        engine = _PostgresEngine(config={"dsn": url})
+        lock_timeout = str(int(LOCK_TIMEOUT_SECONDS * 1000))
+        engine = _PostgresEngine(
+            config={"dsn": url, "server_settings": {"lock_timeout": lock_timeout}}
+        )
         connect_errors: tuple[type[BaseException], ...] = (*driver_errors(), ValueError)
         try:
             await engine.start_connection_pool(
