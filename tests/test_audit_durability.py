@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -25,11 +21,10 @@ from tests.fakes.upstream import FakeUpstream
 from tests.fixtures.gateway import (
     PUBLIC_MODEL,
     GatewayProcess,
-    free_port,
     gateway_config,
     provision,
 )
-from tests.fixtures.throwaway import Cluster, postgres_bin
+from tests.fixtures.throwaway import Cluster
 from tests.test_audit_gateway import audit_rows, audit_verify, pipeline
 
 pytestmark = pytest.mark.postgres
@@ -37,38 +32,6 @@ pytestmark = pytest.mark.postgres
 MESSAGES = [{"role": "user", "content": "hello"}]
 KEEP_KEYS = {"SLUICEGATE_KEY_CACHE_SECONDS": "3600"}
 """The gateway must still recognise its key while the database is down."""
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    initdb = postgres_bin("initdb")
-    directory = Path(tempfile.mkdtemp(prefix="sluicegate-pg-"))
-    shutil.chown(directory, "postgres", "postgres")
-    subprocess.run(
-        [
-            "runuser",
-            "-u",
-            "postgres",
-            "--",
-            initdb,
-            "-D",
-            str(directory / "data"),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    server = Cluster(directory, free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.remove()
 
 
 def ask(process: GatewayProcess, key: str, count: int) -> None:

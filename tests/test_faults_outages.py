@@ -14,11 +14,8 @@ once the service is back.  The degraded modes are those of DESIGN §5:
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import anyio
@@ -50,8 +47,8 @@ from tests.fault_checks import (
     wait_for_redis,
     wait_for_spooled,
 )
-from tests.fixtures.gateway import GatewayProcess, free_port, provision
-from tests.fixtures.throwaway import Cluster, FaultFigures, RedisServer, postgres_bin
+from tests.fixtures.gateway import GatewayProcess, provision
+from tests.fixtures.throwaway import Cluster, FaultFigures, RedisServer
 from tests.test_audit_gateway import audit_rows
 
 pytestmark = pytest.mark.postgres
@@ -145,32 +142,6 @@ async def _through_a_stop(
 
 
 # -- services ------------------------------------------------------------------
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    """A private PostgreSQL server, running, that the test may stop and start."""
-    directory = Path(tempfile.mkdtemp(prefix="sluicegate-pg-"))
-    shutil.chown(directory, "postgres", "postgres")
-    _initdb(directory / "data")
-
-    server = Cluster(directory, free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.remove()
-
-
-def _initdb(data: Path) -> None:
-    """An empty cluster in ``data``, trusting local connections."""
-    command = [postgres_bin("initdb"), "-D", str(data), "-A", "trust"]
-    subprocess.run(
-        ["runuser", "-u", "postgres", "--", *command, "-U", "postgres", "--no-sync"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 def budget_spent(redis_url: str, prefix: str) -> int:
