@@ -354,3 +354,78 @@ async def _before_and_during_a_stop(
         sent += await send_many(http, DURING)
         await anyio.to_thread.run_sync(process.settle)
         return sent
+
+
+@pytest.mark.redis
+def test_a_paused_database_holds_up_no_request_and_loses_no_row(
+    tmp_path: Path,
+    cluster: Cluster,
+    upstream: FakeUpstream,
+    redis_url: str,
+    redis_prefix: str,
+    fault_figures: FaultFigures,
+) -> None:
+    """16 requests: 4 before PostgreSQL is paused (SIGSTOP: connections stay
+    open, nothing answers), 8 while it is paused, 4 once it runs again.  API
+    keys stay trusted from the gateway's cache.
+
+    Must hold:
+
+    * all 16 answer 200, none in 8 s or more: no stage waits for the
+      database;
+    * while it is paused, the audit writer and the ledger writer give up on
+      it and spool the 8 records and the 8 rows;
+    * once it runs again: 16 audit records, the ledger holds exactly the 16
+      request ids and 16 x 20,000 micro-USD, both spools are empty, no hold
+      or slot is left in Redis, and the chain verifies.
+    """
+    key = provision(cluster.url, ["acme"])["acme"]
+    env = {
+        "SLUICEGATE_REDIS_URL": redis_url,
+        "SLUICEGATE_REDIS_PREFIX": redis_prefix,
+        **REDIS_TIMEOUT,
+    }
+    with full_gateway(tmp_path, cluster.url, upstream, env) as process:
+        sent, left = anyio.run(_through_a_pause, process, key, cluster, tmp_path)
+        records = records_of(cluster.url, sent)
+        fault_figures.add(
+            "postgres paused (SIGSTOP)",
+            injected=1,
+            sent=len(sent),
+            lost=lost(sent, records),
+        )
+
+        assert slowest(sent) < BOUND_SECONDS, sent
+        assert statuses(sent) == [(200, None)] * len(sent)
+        assert left == {"audit": DURING, "ledger": DURING}
+        assert sorted(records) == sorted(one.request_id for one in sent)
+        assert settled_ledger_ids(cluster.url, len(sent)) == served_ids(sent)
+        assert ledger_spend(cluster.url) == len(sent) * COST_PER_REQUEST
+        assert drained_spool(tmp_path) == 0
+        assert drained_spool(tmp_path, "ledger") == 0
+        assert settled_leftovers(redis_url, redis_prefix) == NOTHING_LEFT
+    assert chain_verifies(cluster.url) == ""
+
+
+async def _through_a_pause(
+    process: GatewayProcess, key: str, cluster: Cluster, workdir: Path
+) -> tuple[list[Sent], dict[str, int]]:
+    """Requests before PostgreSQL is paused (committed first), a burst while
+    it is paused, and more once it runs again; also what was spooled."""
+    async with client(process, key) as http:
+        sent = await send_many(http, BEFORE)
+        await anyio.to_thread.run_sync(records_of, cluster.url, sent)
+        await anyio.to_thread.run_sync(process.settle)
+
+        cluster.pause()
+        try:
+            sent += await send_many(http, DURING)
+            left = {
+                kind: await anyio.to_thread.run_sync(
+                    wait_for_spooled, workdir, DURING, kind
+                )
+                for kind in ("audit", "ledger")
+            }
+        finally:
+            cluster.resume()
+        return sent + await send_many(http, AFTER), left

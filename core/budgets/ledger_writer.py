@@ -1,7 +1,8 @@
 """Writing the ledger rows of Redis-settled requests without holding them up.
 
 A settlement hands its request's row to :meth:`LedgerWriter.write`, which
-waits at most ``timeout_seconds`` for the database.  A row the database does
+waits at most ``timeout_seconds`` for the database, even one that hangs
+(``core/db/bounded.py``).  A row the database does
 not take in that time (a locked ``usage`` table, an outage) is kept twice: in
 memory, where a background task retries it every ``retry_seconds``, and in
 this process's ledger spool file (``<spool dir>/ledger-<random>.jsonl``,
@@ -30,10 +31,11 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sluicegate.core.budgets import ledger
 from sluicegate.core.budgets.ledger import Entry
+from sluicegate.core.db.bounded import within
 from sluicegate.core.errors import StorageError
 from sluicegate.core.spool import Kind, Spool
 
@@ -81,6 +83,8 @@ class LedgerWriter:
         """Some rows of our own spool file are no longer in memory."""
         self._files = asyncio.Lock()
         self._retrier: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Task[Any]] = set()
+        """Writes given up on at their deadline that have not ended yet."""
 
     async def start(self) -> None:
         """Adopt the ledger spools of stopped processes and write their rows."""
@@ -123,8 +127,10 @@ class LedgerWriter:
     async def _attempt(self, entry: Entry) -> str | None:
         """Write ``entry``; None, or why it is not written."""
         try:
-            await asyncio.wait_for(
-                ledger.record(self.database, entry), self.timeout_seconds
+            await within(
+                self.timeout_seconds,
+                ledger.record(self.database, entry),
+                self._abandoned,
             )
         except TimeoutError:
             return f"the database did not answer in {self.timeout_seconds}s"
