@@ -279,6 +279,9 @@ class KeyVerifier:
         self._cache.clear()
 
     async def _lookup(self, prefix: str, digest: str) -> Principal | None:
+        # TODO(db-hang): against a database that hangs (no error, no reset)
+        # this waits until the connection breaks; bound it with
+        # core/db/bounded.py and answer 503.
         table = self.db.tables.api_key
         with storage_errors("looking up an API key"):
             row = (

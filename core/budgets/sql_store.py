@@ -49,7 +49,9 @@ two-integer key space never meets the one-bigint keys of migrations."""
 # timeout), and the budget stage's on_failure decides.
 # TODO(db-hang): a database that stops answering altogether (no error, no
 # reset) still holds admissions on this store until the connection breaks;
-# the Redis store bounds its ledger writes (ledger_writer.py).
+# core/db/bounded.py is how the ledger and audit writers bound such waits,
+# but an admission given up on would leave its transaction (and its advisory
+# locks) to end on its own.
 class SqlBudgetStore:
     """Holds in ``budget_hold``, spend in the usage ledger; see the docstring."""
 
