@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from sluicegate.core.errors import InvalidApiKey
+from sluicegate.core.errors import InvalidApiKey, ServiceUnavailable, StorageError
 from sluicegate.core.hookspecs import hookimpl
 from sluicegate.core.plugins import first_result
 
@@ -38,7 +38,10 @@ async def sluicegate_authenticate(
         raise InvalidApiKey(
             "no API key: send 'Authorization: Bearer <key>'; " + HOW_TO_GET_A_KEY
         )
-    principal = await services.keys.verify(key)
+    try:
+        principal = await services.keys.verify(key)
+    except StorageError as exc:
+        raise ServiceUnavailable(f"cannot check the API key: {exc}; retry") from exc
     if principal is None:
         raise InvalidApiKey("the API key is unknown or revoked; " + HOW_TO_GET_A_KEY)
     return principal

@@ -38,6 +38,9 @@ PREFIX_LENGTH = 8
 SECRET_BYTES = 32
 NAME_MAX_LENGTH = 255
 CACHE_MAX_ENTRIES = 10_000
+LOOKUP_TIMEOUT_SECONDS = 5.0
+"""A key lookup fails (StorageError) after this long, even against a database
+that hangs; the request then gets 503."""
 _PREFIX = r"[a-z][a-z0-9]{7}"
 _KEY = re.compile(rf"sg-({_PREFIX})-([A-Za-z0-9_-]{{43}})")
 _REF_PREFIX = re.compile(rf"(?:sg-)?({_PREFIX})(?:-[A-Za-z0-9_-]{{43}})?")
@@ -235,7 +238,8 @@ class KeyVerifier:
 
     Verified keys are cached by their hash for ``cache_seconds`` (0: no cache)
     in a bounded, per-instance dict; refusals are never cached, so unknown keys
-    cannot fill memory.  Database failures raise StorageError.
+    cannot fill memory.  Database failures, and lookups that take longer than
+    ``LOOKUP_TIMEOUT_SECONDS``, raise StorageError.
     """
 
     def __init__(
@@ -279,22 +283,20 @@ class KeyVerifier:
         self._cache.clear()
 
     async def _lookup(self, prefix: str, digest: str) -> Principal | None:
-        # TODO(db-hang): against a database that hangs (no error, no reset)
-        # this waits until the connection breaks; bound it with
-        # core/db/bounded.py and answer 503.
         table = self.db.tables.api_key
-        with storage_errors("looking up an API key"):
-            row = (
-                await table.select(
-                    table.id,
-                    table.workspace_id,
-                    table.workspace_id.name.as_alias("workspace"),
-                    table.secret_hash,
-                    table.revoked_at,
-                )
-                .where(table.prefix == prefix)
-                .first()
+        query = (
+            table.select(
+                table.id,
+                table.workspace_id,
+                table.workspace_id.name.as_alias("workspace"),
+                table.secret_hash,
+                table.revoked_at,
             )
+            .where(table.prefix == prefix)
+            .first()
+        )
+        with storage_errors("looking up an API key"):
+            row = await self.db.within(LOOKUP_TIMEOUT_SECONDS, query.run())
         if row is None:
             return None
         matches = hmac.compare_digest(row["secret_hash"], digest)

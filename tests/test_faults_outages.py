@@ -23,6 +23,9 @@ import httpx
 import pytest
 import redis
 
+from sluicegate.core.audit.writer import COMMIT_TIMEOUT_SECONDS as COMMIT_TIMEOUT
+from sluicegate.core.budgets.sql_store import STORE_TIMEOUT_SECONDS
+from sluicegate.core.keys import LOOKUP_TIMEOUT_SECONDS
 from tests.fakes.upstream import FakeUpstream, Reply
 from tests.fault_checks import (
     COST_PER_REQUEST,
@@ -374,7 +377,8 @@ def test_a_paused_database_holds_up_no_request_and_loses_no_row(
     * all 16 answer 200, none in 8 s or more: no stage waits for the
       database;
     * while it is paused, the audit writer and the ledger writer give up on
-      it and spool the 8 records and the 8 rows;
+      it and spool the 8 records and the 8 rows, and ``/readyz`` answers 503
+      with the database ``down``;
     * once it runs again: 16 audit records, the ledger holds exactly the 16
       request ids and 16 x 20,000 micro-USD, both spools are empty, no hold
       or slot is left in Redis, and the chain verifies.
@@ -397,7 +401,12 @@ def test_a_paused_database_holds_up_no_request_and_loses_no_row(
 
         assert slowest(sent) < BOUND_SECONDS, sent
         assert statuses(sent) == [(200, None)] * len(sent)
-        assert left == {"audit": DURING, "ledger": DURING}
+        assert left == {
+            "audit": DURING,
+            "ledger": DURING,
+            "readyz": 503,
+            "readyz database": "down",
+        }
         assert sorted(records) == sorted(one.request_id for one in sent)
         assert settled_ledger_ids(cluster.url, len(sent)) == served_ids(sent)
         assert ledger_spend(cluster.url) == len(sent) * COST_PER_REQUEST
@@ -409,9 +418,10 @@ def test_a_paused_database_holds_up_no_request_and_loses_no_row(
 
 async def _through_a_pause(
     process: GatewayProcess, key: str, cluster: Cluster, workdir: Path
-) -> tuple[list[Sent], dict[str, int]]:
+) -> tuple[list[Sent], dict[str, int | str]]:
     """Requests before PostgreSQL is paused (committed first), a burst while
-    it is paused, and more once it runs again; also what was spooled."""
+    it is paused, and more once it runs again; also what was spooled and what
+    ``/readyz`` said while it was paused."""
     async with client(process, key) as http:
         sent = await send_many(http, BEFORE)
         await anyio.to_thread.run_sync(records_of, cluster.url, sent)
@@ -420,7 +430,8 @@ async def _through_a_pause(
         cluster.pause()
         try:
             sent += await send_many(http, DURING)
-            left = {
+            ready = await http.get("/readyz")
+            left: dict[str, int | str] = {
                 kind: await anyio.to_thread.run_sync(
                     wait_for_spooled, workdir, DURING, kind
                 )
@@ -428,4 +439,82 @@ async def _through_a_pause(
             }
         finally:
             cluster.resume()
+        left["readyz"] = ready.status_code
+        left["readyz database"] = ready.json()["checks"]["database"]["status"]
         return sent + await send_many(http, AFTER), left
+
+
+HANGING = {
+    "key lookup": (
+        {"SLUICEGATE_KEY_CACHE_SECONDS": "0"},
+        LOOKUP_TIMEOUT_SECONDS + 3,
+        False,
+    ),
+    "database budget": ({}, STORE_TIMEOUT_SECONDS + 2 * COMMIT_TIMEOUT + 3, True),
+}
+"""What waits for a paused database on the request path without Redis: the
+environment that makes it wait, the bound on a refused request, and whether
+refused requests reach the pipeline (and so have audit records).  A refusal
+inside the pipeline is answered once its audit after step has run, and the
+audit writer gives up on a commit after COMMIT_TIMEOUT; a record that arrives
+while it waits waits for one more such try."""
+
+
+@pytest.mark.parametrize("waiting", sorted(HANGING))
+def test_a_paused_database_refuses_what_needs_it_within_a_deadline(
+    tmp_path: Path,
+    cluster: Cluster,
+    upstream: FakeUpstream,
+    waiting: str,
+    fault_figures: FaultFigures,
+) -> None:
+    """12 requests to a gateway with no Redis: 4 before PostgreSQL is paused,
+    4 at once while it is paused, 4 once it runs again.  Either keys are not
+    cached (each request looks its key up) or budgets live in the database.
+
+    Must hold:
+
+    * the 4 during the pause answer 503 ``service_unavailable`` within the
+      bound of :data:`HANGING`, and never reach the upstream;
+    * the 8 others answer 200 and the ledger holds exactly their ids;
+    * every request that reached the pipeline has its audit record (a key
+      that cannot be checked is refused before it), and the chain verifies.
+    """
+    env, bound, audited = HANGING[waiting]
+    key = provision(cluster.url, ["acme"])["acme"]
+    with full_gateway(tmp_path, cluster.url, upstream, env) as process:
+        before, during, after = anyio.run(_around_a_pause, process, key, cluster)
+        served = before + after
+        expected = before + during + after if audited else served
+        records = records_of(cluster.url, expected)
+        fault_figures.add(
+            f"postgres paused, no redis: {waiting}",
+            injected=1,
+            sent=len(before + during + after),
+            lost=lost(expected, records),
+        )
+
+        assert statuses(during) == [(503, "service_unavailable")] * len(during)
+        assert slowest(during) < bound
+        assert statuses(served) == [(200, None)] * len(served)
+        assert upstream.calls == len(served)
+        assert settled_ledger_ids(cluster.url, len(served)) == served_ids(served)
+        assert sorted(records) == sorted(one.request_id for one in expected)
+        assert drained_spool(tmp_path) == 0
+    assert chain_verifies(cluster.url) == ""
+
+
+async def _around_a_pause(
+    process: GatewayProcess, key: str, cluster: Cluster
+) -> tuple[list[Sent], list[Sent], list[Sent]]:
+    """BEFORE requests (settled), IN_FLIGHT + 1 at once while PostgreSQL is
+    paused, AFTER once it runs again."""
+    async with client(process, key) as http:
+        before = await send_many(http, BEFORE)
+        await anyio.to_thread.run_sync(process.settle)
+        cluster.pause()
+        try:
+            during = await send_many(http, IN_FLIGHT + 1)
+        finally:
+            cluster.resume()
+        return before, during, await send_many(http, AFTER)

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sluicegate.core.audit.chain import append
 from sluicegate.core.audit.inflight import (
@@ -41,7 +41,6 @@ from sluicegate.core.audit.inflight import (
 )
 from sluicegate.core.audit.record import PendingRecord
 from sluicegate.core.audit.spool import audit_spool
-from sluicegate.core.db.bounded import within
 from sluicegate.core.db.database import Database, driver_errors
 from sluicegate.core.errors import StorageError
 from sluicegate.core.spool import Spool
@@ -88,8 +87,6 @@ class AuditWriter:
         """True while the database refuses records (they go to the spool)."""
         self._queue: asyncio.Queue[_Entry | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._abandoned: set[asyncio.Task[Any]] = set()
-        """Commits given up on at their deadline that have not ended yet."""
 
     async def submit(self, record: PendingRecord) -> None:
         """Return once ``record`` is committed or spooled; StorageError if neither."""
@@ -182,10 +179,8 @@ class AuditWriter:
             *driver_errors(),
         )
         try:
-            await within(
-                COMMIT_TIMEOUT_SECONDS,
-                append(self.database, records, replay=replay),
-                self._abandoned,
+            await self.database.within(
+                COMMIT_TIMEOUT_SECONDS, append(self.database, records, replay=replay)
             )
         except unreachable as exc:
             if not self.degraded:

@@ -31,11 +31,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sluicegate.core.budgets import ledger
 from sluicegate.core.budgets.ledger import Entry
-from sluicegate.core.db.bounded import within
 from sluicegate.core.errors import StorageError
 from sluicegate.core.spool import Kind, Spool
 
@@ -83,8 +82,6 @@ class LedgerWriter:
         """Some rows of our own spool file are no longer in memory."""
         self._files = asyncio.Lock()
         self._retrier: asyncio.Task[None] | None = None
-        self._abandoned: set[asyncio.Task[Any]] = set()
-        """Writes given up on at their deadline that have not ended yet."""
 
     async def start(self) -> None:
         """Adopt the ledger spools of stopped processes and write their rows."""
@@ -127,10 +124,8 @@ class LedgerWriter:
     async def _attempt(self, entry: Entry) -> str | None:
         """Write ``entry``; None, or why it is not written."""
         try:
-            await within(
-                self.timeout_seconds,
-                ledger.record(self.database, entry),
-                self._abandoned,
+            await self.database.within(
+                self.timeout_seconds, ledger.record(self.database, entry)
             )
         except TimeoutError:
             return f"the database did not answer in {self.timeout_seconds}s"

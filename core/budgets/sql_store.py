@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sluicegate.core.budgets import ledger
 from sluicegate.core.budgets.ledger import Entry, db_time
 from sluicegate.core.budgets.store import Claim, Refusal
-from sluicegate.core.db.database import storage_errors
+from sluicegate.core.db.database import LOCK_TIMEOUT_SECONDS, storage_errors
 from sluicegate.core.errors import InfrastructureError, StorageError
 
 if TYPE_CHECKING:
@@ -39,6 +39,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+STORE_TIMEOUT_SECONDS = 2 * LOCK_TIMEOUT_SECONDS + 2.0
+"""An admission or settlement fails after this long, even against a database
+that hangs (``core/db/bounded.py``): it may wait the lock timeout for its
+counters' advisory locks and as long again for a locked table.  A transaction
+given up on ends on its own; if it commits after all, its hold expires, and
+a settlement's ledger row is deduplicated."""
 LOCK_CLASS = 0x5347
 """First half of the two-integer advisory lock key of budget counters; the
 two-integer key space never meets the one-bigint keys of migrations."""
@@ -47,11 +55,6 @@ two-integer key space never meets the one-bigint keys of migrations."""
 # A table locked by someone else fails a statement here after the database's
 # lock timeout (LOCK_TIMEOUT_SECONDS in core/db/database.py, or SQLite's busy
 # timeout), and the budget stage's on_failure decides.
-# TODO(db-hang): a database that stops answering altogether (no error, no
-# reset) still holds admissions on this store until the connection breaks;
-# core/db/bounded.py is how the ledger and audit writers bound such waits,
-# but an admission given up on would leave its transaction (and its advisory
-# locks) to end on its own.
 class SqlBudgetStore:
     """Holds in ``budget_hold``, spend in the usage ledger; see the docstring."""
 
@@ -69,20 +72,21 @@ class SqlBudgetStore:
     ) -> Refusal | None:
         now = datetime.now(UTC)
         expires = now + timedelta(seconds=hold_seconds)
-        try:
+
+        async def admit() -> Refusal | None:
             async with self._transaction([claim.counter for claim in claims]):
                 await self._drop_expired(now)
                 refusal = await self._refusal(claims)
                 if refusal is None:
                     await self._hold(request_id, claims, expires)
                 return refusal
-        except StorageError as exc:
-            raise InfrastructureError("database", str(exc)) from exc
+
+        return await self._bounded(admit())
 
     async def settle(
         self, request_id: str, charges: list[Claim], entry: Entry | None
     ) -> None:
-        try:
+        async def release() -> None:
             async with self._transaction([charge.counter for charge in charges]):
                 with storage_errors(f"releasing the holds of {request_id}"):
                     await self.database.fetch(
@@ -90,9 +94,20 @@ class SqlBudgetStore:
                     )
                 if entry is not None:
                     await ledger.record(self.database, entry)
-        except StorageError as exc:
+
+        try:
+            await self._bounded(release())
+        except InfrastructureError:
             if entry is not None:
                 await self.ledger_writer.write(entry)
+            raise
+
+    async def _bounded(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work``'s result; its storage failure, or no answer in
+        ``STORE_TIMEOUT_SECONDS``, as InfrastructureError."""
+        try:
+            return await self.database.within(STORE_TIMEOUT_SECONDS, work)
+        except (StorageError, TimeoutError) as exc:
             raise InfrastructureError("database", str(exc)) from exc
 
     async def reserved(self, counter: Counter) -> int:

@@ -4,13 +4,19 @@
 work to stop.  A cancelled asyncpg query stops only once the server has
 answered the cancellation, so against a server that holds its connections
 open and answers nothing (paused, or behind a network black hole) that wait
-lasts as long as the hang.  :func:`within` stops waiting at the deadline: the
-work is cancelled and left to end on its own, kept in ``abandoned`` until
-then.  Its connection is lost to the pool until the server answers, which
-bounds how many pieces of work can pile up (the pool's size).
+lasts as long as the hang.  :func:`within` (called as
+:meth:`Database.within <sluicegate.core.db.database.Database.within>`, which
+holds the ``abandoned`` set) stops waiting at the deadline: the work is
+cancelled and left to end on its own, kept in ``abandoned`` until then.
+Its connection is lost to the pool until the server answers, which bounds
+how many pieces of work can pile up (the pool's size).
 
 Only for work whose late completion is harmless: a write that is also
-spooled and deduplicated on replay, say.
+spooled and deduplicated on replay, say.  The request path uses it (key
+lookups, budgets kept in the database, audit and ledger writes, /readyz).
+
+TODO(db-hang): the admin API, the CLI, workers and retention jobs still wait
+for a hanging database until its connections break.
 """
 
 from __future__ import annotations

@@ -12,25 +12,29 @@ write broke, on either dialect.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 from piccolo.querystring import QueryString
 
+from sluicegate.core.db.bounded import within
 from sluicegate.core.db.tables import Tables, bind_tables, unregister_tables
 from sluicegate.core.errors import StorageError
 
 if TYPE_CHECKING:
     from piccolo.engine.base import Engine
 
+
+T = TypeVar("T")
 
 SQLITE_SCHEME = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -78,6 +82,8 @@ class Database:
         """Where the database is (a path or user@host:port/name), never a password."""
         self.tables = bind_tables(engine)
         self._closed = False
+        self._abandoned: set[asyncio.Task[Any]] = set()
+        """Work :meth:`within` gave up on that has not ended yet."""
 
     def __repr__(self) -> str:
         return f"<Database {self.engine_type} {self.description}>"
@@ -182,6 +188,12 @@ class Database:
         """Raise StorageError if the database does not answer."""
         with storage_errors(f"{self.engine_type} database {self.description}"):
             await self.fetch("SELECT 1 AS ok")
+
+    async def within(self, seconds: float, work: Coroutine[Any, Any, T]) -> T:
+        """``work``'s result, or TimeoutError after ``seconds`` even if the
+        database hangs; the work is then left to end on its own
+        (``core/db/bounded.py``: only for work whose late end is harmless)."""
+        return await within(seconds, work, self._abandoned)
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; return the ids applied (empty if none)."""

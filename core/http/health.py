@@ -14,6 +14,9 @@ from sluicegate.core.http.gateway import Gateway
 from sluicegate.core.limits.state import limits_health
 from sluicegate.core.reliability.breaker import breakers_health
 
+PING_TIMEOUT_SECONDS = 2.0
+"""/readyz calls the database down if it does not answer a ping in this time."""
+
 health = Blueprint("health", __name__)
 
 
@@ -46,9 +49,10 @@ async def readyz() -> Response:
 
 
 async def _database(gateway: Gateway) -> dict[str, Any]:
+    database = gateway.services.database
     try:
-        await gateway.services.database.ping()
-    except StorageError as exc:
+        await database.within(PING_TIMEOUT_SECONDS, database.ping())
+    except (StorageError, TimeoutError) as exc:
         return {"status": "down", "error": str(exc)}
     return {"status": "ok", "engine": gateway.services.database.engine_type}
 
