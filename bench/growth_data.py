@@ -24,7 +24,7 @@ import redis
 from sluicegate.core.audit.chain import append
 from sluicegate.core.audit.record import Payload, PendingRecord
 from sluicegate.core.db.database import Database
-from sluicegate.core.keys import KeyVerifier, generate_key, hash_key
+from sluicegate.core.keys import KeyVerifier, generate_key, hash_key, lookup_query
 
 AUDIT_REQUEST = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}'
 AUDIT_RESPONSE = "x" * 290
@@ -193,18 +193,7 @@ async def _time_lookups(url: str, keys: list[str]) -> dict[str, Any]:
 
 async def _lookup_plan(db: Database, url: str, key: str) -> list[str]:
     """EXPLAIN ANALYZE of the exact query KeyVerifier sends (Piccolo's text)."""
-    table = db.tables.api_key
-    query = (
-        table.select(
-            table.id,
-            table.workspace_id,
-            table.workspace_id.name.as_alias("workspace"),
-            table.secret_hash,
-            table.revoked_at,
-        )
-        .where(table.prefix == key.split("-")[1])
-        .first()
-    )
+    query = lookup_query(db, key.split("-")[1])
     conn = await asyncpg.connect(url)
     try:
         rows = await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {query}")

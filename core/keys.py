@@ -31,6 +31,8 @@ from sluicegate.core.errors import InvalidRequest, StorageError
 from sluicegate.core.workspaces import get_workspace, list_workspaces
 
 if TYPE_CHECKING:
+    from piccolo.query.methods.select import First
+
     from sluicegate.core.db.database import Database
 
 KEY_START = "sg-"
@@ -233,6 +235,23 @@ def _key_row(row: dict[str, Any]) -> KeyRow:
 # -- verifying keys --------------------------------------------------------------
 
 
+def lookup_query(db: Database, prefix: str) -> First:
+    """The one query that checks a presented key: its row by prefix, with
+    its workspace's name (``bench/growth_data.py`` explains its plan)."""
+    table = db.tables.api_key
+    return (
+        table.select(
+            table.id,
+            table.workspace_id,
+            table.workspace_id.name.as_alias("workspace"),
+            table.secret_hash,
+            table.revoked_at,
+        )
+        .where(table.prefix == prefix)
+        .first()
+    )
+
+
 class KeyVerifier:
     """Turns a presented key into a :class:`Principal`, or None.
 
@@ -283,18 +302,7 @@ class KeyVerifier:
         self._cache.clear()
 
     async def _lookup(self, prefix: str, digest: str) -> Principal | None:
-        table = self.db.tables.api_key
-        query = (
-            table.select(
-                table.id,
-                table.workspace_id,
-                table.workspace_id.name.as_alias("workspace"),
-                table.secret_hash,
-                table.revoked_at,
-            )
-            .where(table.prefix == prefix)
-            .first()
-        )
+        query = lookup_query(self.db, prefix)
         with storage_errors("looking up an API key"):
             row = await self.db.within(LOOKUP_TIMEOUT_SECONDS, query.run())
         if row is None:

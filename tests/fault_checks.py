@@ -35,6 +35,18 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 KEEP_KEYS = {"SLUICEGATE_KEY_CACHE_SECONDS": "3600"}
 """Keys stay trusted, so a fault never shows up as a failed key lookup."""
 SETTLE_SECONDS = 20.0
+REDIS_TIMEOUT = {"SLUICEGATE_REDIS_TIMEOUT_SECONDS": "1"}
+"""Raised from 0.25 s so that a loaded test machine's stall is not taken for
+an outage before the fault."""
+
+
+def redis_env(url: str, prefix: str | None = None) -> dict[str, str]:
+    """A gateway's environment for the Redis at ``url``, its keys under
+    ``prefix`` (the server's default prefix if None)."""
+    env = {"SLUICEGATE_REDIS_URL": url, **REDIS_TIMEOUT}
+    if prefix is not None:
+        env["SLUICEGATE_REDIS_PREFIX"] = prefix
+    return env
 
 
 def full_pipeline(

@@ -31,6 +31,7 @@ from tests.fault_checks import (
     full_gateway,
     ledger_spend,
     records_of,
+    redis_env,
     send,
     send_many,
     served_ids,
@@ -63,11 +64,7 @@ table), then at most as long for the table."""
 
 @pytest.fixture
 def gateway_env(redis_url: str, redis_prefix: str) -> dict[str, str]:
-    return {
-        "SLUICEGATE_REDIS_URL": redis_url,
-        "SLUICEGATE_REDIS_PREFIX": redis_prefix,
-        "SLUICEGATE_REDIS_TIMEOUT_SECONDS": "1",
-    }
+    return redis_env(redis_url, redis_prefix)
 
 
 async def _mixed(http: httpx.AsyncClient) -> list[Sent]:

@@ -35,6 +35,7 @@ from tests.fault_checks import (
     ledger_spend,
     leftovers,
     records_of,
+    redis_env,
     send_many,
     served_ids,
     settled_ledger_ids,
@@ -62,11 +63,7 @@ EXPIRY_SECONDS = 3.0
 
 @pytest.fixture
 def gateway_env(redis_url: str, redis_prefix: str) -> dict[str, str]:
-    return {
-        "SLUICEGATE_REDIS_URL": redis_url,
-        "SLUICEGATE_REDIS_PREFIX": redis_prefix,
-        "SLUICEGATE_REDIS_TIMEOUT_SECONDS": "1",
-    }
+    return redis_env(redis_url, redis_prefix)
 
 
 def _gateway(

@@ -39,6 +39,7 @@ from tests.fault_checks import (
     ledger_ids,
     ledger_spend,
     records_of,
+    redis_env,
     send,
     send_many,
     served_ids,
@@ -60,9 +61,6 @@ BEFORE, IN_FLIGHT, DURING, AFTER = 4, 3, 8, 4
 """Requests before the fault, streams held at the upstream when it strikes,
 a burst while it lasts, and requests once the service is back."""
 SENT = BEFORE + IN_FLIGHT + DURING + AFTER
-REDIS_TIMEOUT = {"SLUICEGATE_REDIS_TIMEOUT_SECONDS": "1"}
-"""Raised from 0.25 s so that a loaded test machine's stall is not taken for
-an outage before the fault."""
 BOUND_SECONDS = 8.0
 """No request may take this long.  A held stream lasts as long as the fault
 takes to inject plus the burst; a request of the burst at most two Redis
@@ -200,7 +198,7 @@ def test_a_killed_redis_degrades_as_designed_and_budgets_recover_from_the_ledger
     """
     served = BEFORE + IN_FLIGHT + AFTER
     key = provision(database_url, ["acme"])["acme"]
-    env = {"SLUICEGATE_REDIS_URL": throwaway_redis.url, **REDIS_TIMEOUT}
+    env = redis_env(throwaway_redis.url)
     with full_gateway(tmp_path, database_url, upstream, env) as process:
         sent = anyio.run(_through_a_kill, process, key, upstream, throwaway_redis)
         records = records_of(database_url, sent)
@@ -255,11 +253,7 @@ def test_an_unreachable_database_spools_the_records_and_loses_no_ledger_row(
     * ``sluicegate audit verify`` exits 0.
     """
     key = provision(cluster.url, ["acme"])["acme"]
-    env = {
-        "SLUICEGATE_REDIS_URL": redis_url,
-        "SLUICEGATE_REDIS_PREFIX": redis_prefix,
-        **REDIS_TIMEOUT,
-    }
+    env = redis_env(redis_url, redis_prefix)
     with full_gateway(tmp_path, cluster.url, upstream, env) as process:
         sent, held = anyio.run(
             _through_a_stop, process, key, upstream, cluster, tmp_path
@@ -311,11 +305,7 @@ def test_a_gateway_stopped_while_the_database_is_down_hands_its_rows_to_the_next
     * ``sluicegate audit verify`` exits 0.
     """
     key = provision(cluster.url, ["acme"])["acme"]
-    env = {
-        "SLUICEGATE_REDIS_URL": redis_url,
-        "SLUICEGATE_REDIS_PREFIX": redis_prefix,
-        **REDIS_TIMEOUT,
-    }
+    env = redis_env(redis_url, redis_prefix)
     with full_gateway(tmp_path, cluster.url, upstream, env) as first:
         sent = anyio.run(_before_and_during_a_stop, first, key, cluster)
         left = {
@@ -384,11 +374,7 @@ def test_a_paused_database_holds_up_no_request_and_loses_no_row(
       or slot is left in Redis, and the chain verifies.
     """
     key = provision(cluster.url, ["acme"])["acme"]
-    env = {
-        "SLUICEGATE_REDIS_URL": redis_url,
-        "SLUICEGATE_REDIS_PREFIX": redis_prefix,
-        **REDIS_TIMEOUT,
-    }
+    env = redis_env(redis_url, redis_prefix)
     with full_gateway(tmp_path, cluster.url, upstream, env) as process:
         sent, left = anyio.run(_through_a_pause, process, key, cluster, tmp_path)
         records = records_of(cluster.url, sent)

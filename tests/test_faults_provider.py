@@ -42,6 +42,7 @@ from tests.fault_checks import (
     ledger_ids,
     ledger_spend,
     records_of,
+    redis_env,
     send,
     served_ids,
     settled_leftovers,
@@ -84,12 +85,7 @@ def retrying_pipeline(**route: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def gateway_env(redis_url: str, redis_prefix: str) -> dict[str, str]:
-    return {
-        "SLUICEGATE_REDIS_URL": redis_url,
-        "SLUICEGATE_REDIS_PREFIX": redis_prefix,
-        "SLUICEGATE_REDIS_TIMEOUT_SECONDS": "1",
-        **AMPLE_RETRIES,
-    }
+    return {**redis_env(redis_url, redis_prefix), **AMPLE_RETRIES}
 
 
 # -- requests --------------------------------------------------------------------
@@ -440,8 +436,28 @@ async def _flaky_then_dead(
         return sent + await _mixed(http, RECOVERED // 2, RECOVERED // 2)
 
 
+@dataclasses.dataclass(frozen=True)
+class Flaky:
+    """A provider fault met once by some requests and always by others."""
+
+    reply: Reply
+    name: str
+    """The fault's line in the figures."""
+    dead: tuple[int, str]
+    """Status and error code of the requests that meet it on every attempt."""
+
+
+FLAKY_FAULTS = {
+    "reset": Flaky(Reply(reset=True), "provider reset", (503, "upstream_unavailable")),
+    "garbage": Flaky(Reply(garbage=True), "provider garbage", (502, "upstream_error")),
+}
+"""A connection reset (TCP RST): no target could be reached, 503.  A 200 whose
+body is not JSON: the provider answered with an error, 502."""
+
+
+@pytest.mark.parametrize("fault", sorted(FLAKY_FAULTS))
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_reset_connections_are_retried_and_only_the_always_reset_fail(
+def test_a_flaky_provider_is_retried_and_only_the_always_failing_fail(
     tmp_path: Path,
     database_url: str,
     upstream: FakeUpstream,
@@ -449,96 +465,44 @@ def test_reset_connections_are_retried_and_only_the_always_reset_fail(
     redis_url: str,
     redis_prefix: str,
     fault_figures: FaultFigures,
+    fault: str,
 ) -> None:
-    """14 requests: 4 whose first attempt's connection is reset (TCP RST),
-    4 beside them (2 streams), 2 whose three attempts are all reset, 4 after
-    (2 streams).
+    """14 requests: 4 whose first attempt meets the fault (a reset
+    connection, or a 200 whose body is not JSON), 4 beside them (2 streams),
+    2 whose three attempts all meet it, 4 after (2 streams).
 
     Must hold:
 
-    * the 4 reset once are retried and answer 200, as do the 8 others;
-    * the 2 reset every time answer 503 ``upstream_unavailable`` (no target
-      could be reached);
+    * the 4 that meet it once are retried and answer 200, as do the 8 others;
+    * the 2 that meet it every time answer 503 ``upstream_unavailable`` for a
+      reset (no target could be reached), 502 ``upstream_error`` for garbage;
     * the upstream saw 2 x 4 + 4 + 3 x 2 + 4 = 22 calls;
-    * 14 audit records: 12 served, 2 failed 503;
-    * the ledger holds exactly the 12 served ids and 12 x 20,000 micro-USD;
-    * no budget hold and no concurrency slot is left in Redis;
-    * ``sluicegate audit verify`` exits 0.
-    """
-    key = provision(database_url, ["acme"])["acme"]
-    env = {**gateway_env, **NO_BREAKER}
-    reset = Reply(reset=True)
-    with full_gateway(
-        tmp_path, database_url, upstream, env, retrying_pipeline()
-    ) as process:
-        sent = anyio.run(_flaky_then_dead, process, key, upstream, reset)
-        records = records_of(database_url, sent)
-        injected = FLAKY + 3 * DEAD
-        count_fault(fault_figures, "provider reset", injected, sent, records)
-
-        assert slowest(sent) < DEADLINE_SECONDS, sent
-        assert statuses(sent) == (
-            [(200, None)] * FLAKY_SERVED + [(503, "upstream_unavailable")] * DEAD
-        )
-        assert upstream.calls == FLAKY_CALLS
-        assert fates(records) == {
-            ("served", 200, None): FLAKY_SERVED,
-            ("failed", 503, "upstream_unavailable"): DEAD,
-        }
-        assert aftermath(database_url, redis_url, redis_prefix, records) == Aftermath(
-            audited=ids(sent),
-            charged=served_ids(sent),
-            spend=FLAKY_SERVED * COST_PER_REQUEST,
-            leftovers=NOTHING_LEFT,
-        )
-    assert chain_verifies(database_url) == ""
-
-
-@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_garbage_answers_are_retried_and_never_charged(
-    tmp_path: Path,
-    database_url: str,
-    upstream: FakeUpstream,
-    gateway_env: dict[str, str],
-    redis_url: str,
-    redis_prefix: str,
-    fault_figures: FaultFigures,
-) -> None:
-    """14 requests: 4 whose first attempt gets a 200 whose body is not JSON,
-    4 beside them (2 streams), 2 that get it on all three attempts, 4 after
-    (2 streams).
-
-    Must hold:
-
-    * the 4 answered garbage once are retried and answer 200, as do the 8
-      others;
-    * the 2 answered garbage every time answer 502 ``upstream_error``;
-    * the upstream saw 22 calls;
-    * 14 audit records: 12 served, 2 failed 502;
+    * 14 audit records: 12 served, 2 failed;
     * the ledger holds exactly the 12 served ids and 12 x 20,000 micro-USD:
-      no row for a garbage answer;
+      no row for a failed attempt;
     * no budget hold and no concurrency slot is left in Redis;
     * ``sluicegate audit verify`` exits 0.
     """
+    flaky = FLAKY_FAULTS[fault]
+    status, code = flaky.dead
     key = provision(database_url, ["acme"])["acme"]
     env = {**gateway_env, **NO_BREAKER}
-    garbage = Reply(garbage=True)
     with full_gateway(
         tmp_path, database_url, upstream, env, retrying_pipeline()
     ) as process:
-        sent = anyio.run(_flaky_then_dead, process, key, upstream, garbage)
+        sent = anyio.run(_flaky_then_dead, process, key, upstream, flaky.reply)
         records = records_of(database_url, sent)
         injected = FLAKY + 3 * DEAD
-        count_fault(fault_figures, "provider garbage", injected, sent, records)
+        count_fault(fault_figures, flaky.name, injected, sent, records)
 
         assert slowest(sent) < DEADLINE_SECONDS, sent
         assert statuses(sent) == (
-            [(200, None)] * FLAKY_SERVED + [(502, "upstream_error")] * DEAD
+            [(200, None)] * FLAKY_SERVED + [(status, code)] * DEAD
         )
         assert upstream.calls == FLAKY_CALLS
         assert fates(records) == {
             ("served", 200, None): FLAKY_SERVED,
-            ("failed", 502, "upstream_error"): DEAD,
+            ("failed", status, code): DEAD,
         }
         assert aftermath(database_url, redis_url, redis_prefix, records) == Aftermath(
             audited=ids(sent),
