@@ -310,7 +310,7 @@ async def test_stopping_a_stream_early_closes_the_upstream_response(
     await anext(relay)
     await relay.aclose()
 
-    assert upstream.wait_abandoned(1)
+    assert await upstream.hung_up(1)
     assert response.usage is not None
 
 
@@ -323,7 +323,7 @@ async def test_closing_a_stream_never_read_closes_the_upstream_response(
 
     await relay_of(response).aclose()
 
-    assert upstream.wait_abandoned(1)
+    assert await upstream.hung_up(1)
 
 
 @pytest.mark.anyio
@@ -343,7 +343,7 @@ async def test_cancelling_the_consumer_closes_the_upstream_response(
         await anyio.wait_all_tasks_blocked()
         group.cancel_scope.cancel()
 
-    assert upstream.wait_abandoned(1)
+    assert await upstream.hung_up(1)
     with pytest.raises(StopAsyncIteration):
         await anext(relay)
 

@@ -41,6 +41,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, NamedTuple
 
+import anyio
 import h11
 import orjson
 
@@ -164,6 +165,11 @@ class FakeUpstream:
         """Wait until ``count`` streams were abandoned; False on timeout."""
         with self._hung_up:
             return self._hung_up.wait_for(lambda: self._abandoned >= count, timeout)
+
+    async def hung_up(self, count: int) -> bool:
+        """:meth:`wait_abandoned` (5 s) for a client in this process's event
+        loop, which must keep running to close its connection."""
+        return await anyio.to_thread.run_sync(self.wait_abandoned, count)
 
     def start(self) -> FakeUpstream:
         self._thread = threading.Thread(
