@@ -14,7 +14,9 @@ What a provider relies on is kept exactly:
 - a response body that is closed before its end closes its connection, so an
   abandoned stream never returns a half-read connection to the pool;
 - nothing is added to or taken from the request: no cookie jar, no proxy from
-  the environment, no redirects, no decompression (httpx decodes).
+  the environment, no redirects, no decompression (httpx decodes);
+- TLS certificates are verified against certifi's roots, as httpx's own
+  transport does, not whatever the host happens to trust.
 
 One difference is aiohttp's own: an idempotent request (GET, HEAD, PUT,
 DELETE...) whose connection drops before its answer is sent once more on a
@@ -24,10 +26,12 @@ route stage alone decides on another attempt.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import aiohttp
+import certifi
 import httpx
 from yarl import URL
 
@@ -79,7 +83,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=self._max_connections, limit_per_host=0
+                    limit=self._max_connections,
+                    limit_per_host=0,
+                    ssl=ssl.create_default_context(cafile=certifi.where()),
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,

@@ -7,11 +7,15 @@ failure is made by a raw socket server that misbehaves one way.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -135,6 +139,38 @@ async def test_closing_a_body_before_its_end_hangs_up_on_the_upstream(
     assert first.startswith(b"data: ")
     assert await upstream.hung_up(1)
     hold.set()
+
+
+async def test_an_upstream_certificate_no_root_vouches_for_is_refused(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    server_side = self_signed_context(tmp_path)
+
+    def handshake(conn: socket.socket) -> None:
+        with contextlib.suppress(ssl.SSLError, OSError):
+            server_side.wrap_socket(conn, server_side=True).recv(65536)
+
+    with raw_server(handshake) as url, pytest.raises(httpx.ConnectError) as caught:
+        await client.post(url.replace("http://", "https://"), content=b"{}")
+
+    assert "certificate" in str(caught.value).lower()
+
+
+def self_signed_context(folder: Path) -> ssl.SSLContext:
+    """A server context with a fresh self-signed certificate for 127.0.0.1."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    command = (
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+        f"-addext subjectAltName=IP:127.0.0.1 -keyout {key} -out {cert}"
+    )
+    subprocess.run(
+        command.split(),
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def refuse() -> str:
