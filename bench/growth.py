@@ -63,8 +63,6 @@ import growth_report as report
 import run as bench
 
 STAGE_COUNTS = [1, 2, 4, 8, 16]
-# TODO(long-pipelines): from 8 to 16 extra stages each stage cost more per
-# request in both runs so far (README, Performance); settle whether it is noise.
 STAGE_SERIES: dict[str, Callable[[int], dict[str, Any]]] = {
     "rate_limit": lambda i: {
         "type": "rate_limit",
