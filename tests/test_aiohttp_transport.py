@@ -12,20 +12,20 @@ import gzip
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import trustme
 
 from sluicegate.core.provider import UpstreamCall
 from sluicegate.providers.aiohttp_transport import AiohttpTransport
 from sluicegate.providers.openai import OpenAIProvider
 from tests.fakes.upstream import FakeUpstream, Reply
+from tests.fixtures.gateway import free_port
 
 KEY = "sk-test-provider-key-0123456789abcdef"
 KEY_ENV = "SLUICEGATE_TEST_UPSTREAM_KEY"
@@ -142,9 +142,10 @@ async def test_closing_a_body_before_its_end_hangs_up_on_the_upstream(
 
 
 async def test_an_upstream_certificate_no_root_vouches_for_is_refused(
-    client: httpx.AsyncClient, tmp_path: Path
+    client: httpx.AsyncClient,
 ) -> None:
-    server_side = self_signed_context(tmp_path)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(server_side)
 
     def handshake(conn: socket.socket) -> None:
         with contextlib.suppress(ssl.SSLError, OSError):
@@ -154,30 +155,6 @@ async def test_an_upstream_certificate_no_root_vouches_for_is_refused(
         await client.post(url.replace("http://", "https://"), content=b"{}")
 
     assert "certificate" in str(caught.value).lower()
-
-
-def self_signed_context(folder: Path) -> ssl.SSLContext:
-    """A server context with a fresh self-signed certificate for 127.0.0.1."""
-    key, cert = folder / "key.pem", folder / "cert.pem"
-    command = (
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
-        f"-addext subjectAltName=IP:127.0.0.1 -keyout {key} -out {cert}"
-    )
-    subprocess.run(
-        command.split(),
-        check=True,
-        capture_output=True,
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-def refuse() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
 
 
 def reset(conn: socket.socket) -> None:
@@ -225,7 +202,8 @@ async def test_each_failure_arrives_as_the_httpx_exception_providers_handle(
 
     with pytest.raises(expected):
         if handler is None:
-            await client.post(refuse(), content=b"{}", timeout=timeout)
+            closed = f"http://127.0.0.1:{free_port()}/"
+            await client.post(closed, content=b"{}", timeout=timeout)
         else:
             with raw_server(handler) as url:
                 await client.post(url, content=b"{}", timeout=timeout)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from sluicegate.core.provider import UpstreamCall
 from sluicegate.providers.openai import OpenAIProvider, StreamRelay
 from sluicegate.providers.sse import EventSplitter, data_of, error_event
 from tests.fakes.upstream import FakeUpstream, Reply
+from tests.fixtures.gateway import free_port
 from tests.fixtures.openapi import validate
 
 KEY = "sk-test-provider-key-0123456789abcdef"
@@ -482,10 +482,7 @@ async def test_a_reset_connection_is_a_retryable_provider_error(
 async def test_a_refused_connection_is_a_retryable_provider_error(
     key_in_env: None,
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    provider = OpenAIProvider("down", config(f"http://127.0.0.1:{port}/v1"))
+    provider = OpenAIProvider("down", config(f"http://127.0.0.1:{free_port()}/v1"))
     try:
         error = await failure_of(provider, chat_call())
     finally:
